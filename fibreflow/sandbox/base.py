@@ -1,0 +1,73 @@
+"""The Sandbox protocol every backend implements, and the records it returns."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class SandboxProfile:
+    """Limits for one sandbox; loaded from ``fibreflow/sandbox/profiles.yaml``."""
+
+    name: str
+    wall_timeout_s: float = 300.0
+    cpu_time_s: int = 600
+    memory_mb: int = 2048
+    max_processes: int = 256
+    max_file_size_mb: int = 512
+    network: bool = False
+    env_passthrough: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What one command in a sandbox did."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+    duration_s: float
+    killed: bool = False
+    killed_reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.killed
+
+
+@runtime_checkable
+class Sandbox(Protocol):
+    """An isolated copy of a repository where one attempt runs. Agents only touch this."""
+
+    id: str
+    backend: str
+    profile: SandboxProfile
+
+    def run(self, cmd: str | list[str], *, timeout: float | None = None,
+            env: Mapping[str, str] | None = None) -> CommandResult: ...
+
+    def write_files(self, files: Mapping[str, str | bytes]) -> None: ...
+
+    def read_file(self, path: str) -> str: ...
+
+    def diff(self) -> str: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Sandbox: ...
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None: ...
+
+
+class SandboxBackend(Protocol):
+    """Creates sandboxes of one kind."""
+
+    name: str
+
+    def create(self, repo: Path, profile: SandboxProfile, *, labels: Mapping[str, str] | None = None) -> Sandbox: ...

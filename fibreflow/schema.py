@@ -1,0 +1,128 @@
+"""Forward migrations of the DuckDB store; each runs once, in order, in one transaction.
+
+Later issues append migrations; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Migration(NamedTuple):
+    version: int
+    description: str
+    sql: str
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "SLA checks, alert outbox and alert state", """
+        CREATE SEQUENCE sla_checks_id;
+        CREATE TABLE sla_checks (
+            id BIGINT DEFAULT nextval('sla_checks_id'),
+            cycle_id VARCHAR,
+            name VARCHAR NOT NULL,
+            check_type VARCHAR,
+            value DOUBLE,
+            threshold DOUBLE,
+            warn_after DOUBLE,
+            error_after DOUBLE,
+            status VARCHAR NOT NULL,
+            reason VARCHAR,
+            checked_at TIMESTAMPTZ NOT NULL,
+            duration_s DOUBLE
+        );
+        CREATE SEQUENCE alert_outbox_id;
+        CREATE TABLE alert_outbox (
+            id BIGINT DEFAULT nextval('alert_outbox_id'),
+            dedupe_key VARCHAR NOT NULL,
+            sla_name VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL,
+            severity VARCHAR,
+            action VARCHAR NOT NULL,
+            destination VARCHAR,
+            message VARCHAR NOT NULL,
+            payload JSON,
+            status VARCHAR NOT NULL DEFAULT 'pending',
+            attempts INTEGER NOT NULL DEFAULT 0,
+            created_at TIMESTAMPTZ NOT NULL,
+            next_attempt_at TIMESTAMPTZ NOT NULL,
+            delivered_at TIMESTAMPTZ,
+            last_error VARCHAR
+        );
+        CREATE TABLE alert_state (
+            rule_key VARCHAR PRIMARY KEY,
+            sla_name VARCHAR NOT NULL,
+            active BOOLEAN NOT NULL,
+            since TIMESTAMPTZ,
+            last_value DOUBLE,
+            last_notified_at TIMESTAMPTZ
+        );
+    """),
+    Migration(2, "runs, features, attempts and sandbox sessions", """
+        CREATE TABLE runs (
+            run_id VARCHAR NOT NULL,
+            goal VARCHAR,
+            source VARCHAR,
+            status VARCHAR NOT NULL,
+            backend VARCHAR,
+            profile VARCHAR,
+            agent VARCHAR,
+            attempts_per_feature INTEGER,
+            workers INTEGER,
+            started_at TIMESTAMPTZ NOT NULL,
+            ended_at TIMESTAMPTZ,
+            error VARCHAR
+        );
+        CREATE TABLE features (
+            run_id VARCHAR NOT NULL,
+            feature_id VARCHAR NOT NULL,
+            description VARCHAR,
+            dependencies JSON,
+            test_command VARCHAR,
+            status VARCHAR NOT NULL,
+            solved_tier VARCHAR,
+            winner_attempt_id VARCHAR,
+            started_at TIMESTAMPTZ,
+            ended_at TIMESTAMPTZ
+        );
+        CREATE TABLE attempts (
+            attempt_id VARCHAR NOT NULL,
+            run_id VARCHAR NOT NULL,
+            feature_id VARCHAR NOT NULL,
+            iteration INTEGER DEFAULT 1,
+            agent VARCHAR,
+            tier VARCHAR,
+            sandbox_id VARCHAR,
+            status VARCHAR NOT NULL,
+            exit_code INTEGER,
+            tests_passed INTEGER,
+            tests_failed INTEGER,
+            coverage DOUBLE,
+            duration_s DOUBLE,
+            cost_usd DOUBLE,
+            killed_reason VARCHAR,
+            error VARCHAR,
+            diff VARCHAR,
+            log VARCHAR,
+            started_at TIMESTAMPTZ,
+            ended_at TIMESTAMPTZ
+        );
+        CREATE TABLE sandbox_sessions (
+            session_id VARCHAR NOT NULL,
+            backend VARCHAR NOT NULL,
+            profile VARCHAR,
+            isolation VARCHAR,
+            run_id VARCHAR,
+            feature_id VARCHAR,
+            attempt_id VARCHAR,
+            started_at TIMESTAMPTZ NOT NULL,
+            ended_at TIMESTAMPTZ,
+            cpu_s DOUBLE,
+            est_cost_usd DOUBLE,
+            outcome VARCHAR,
+            killed_reason VARCHAR
+        );
+    """),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version

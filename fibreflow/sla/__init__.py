@@ -1,0 +1,1 @@
+"""Data-freshness SLA monitoring: config, checks, monitor, alerts, compliance."""

@@ -1,0 +1,84 @@
+"""Shared records of SLA monitoring: what a check returns and the alert rules' schema."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Status = Literal["ok", "warn", "violation", "error"]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One measurement of one SLA. ``value`` is in the SLA's unit (seconds for freshness)."""
+
+    name: str
+    status: Status
+    value: float | None
+    threshold: float
+    checked_at: dt.datetime
+    duration_s: float
+    check_type: str = ""
+    reason: str | None = None
+    warn_after: float | None = None
+    error_after: float | None = None
+    cycle_id: str | None = None
+    details: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def is_violation(self) -> bool:
+        return self.status == "violation"
+
+    def as_row(self) -> dict[str, Any]:
+        """The ``sla_checks`` row for this result."""
+        row = asdict(self)
+        row.pop("details")
+        return row
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``sla check --json`` shape."""
+        return {"name": self.name, "status": self.status, "value": self.value,
+                "threshold": self.threshold, "reason": self.reason}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AlertRule(_Strict):
+    """One ``alerts:`` entry: when ``condition`` holds, notify through ``action``."""
+
+    condition: str = Field(description="Safe expression over SLA values, e.g. 'neon_to_convex_max_delay > 300'.")
+    action: Literal["slack", "webhook"] = Field("slack", description="Delivery channel.")
+    channel: str | None = Field(None, description="Slack channel (bot-token delivery); default from settings.")
+    url: str | None = Field(None, description="Webhook URL; use ${VAR} so the secret stays in the environment.")
+    severity: Literal["info", "warning", "critical"] = Field("warning", description="Shown in the message.")
+    message: str = Field("{name} violated: {value} (SLA: {threshold})",
+                         description="Template; fields {name} {value} {threshold} {status} {severity} {reason}.")
+    cooldown: float | None = Field(None, description="Seconds between repeats; default monitoring.cooldown.")
+    notify_resolved: bool = Field(True, description="Send a resolved message when the condition clears.")
+
+
+class MaintenanceWindow(_Strict):
+    """A recurring window with no notifications (checks are still recorded). Times are UTC."""
+
+    start: str = Field(description="HH:MM, UTC.")
+    end: str = Field(description="HH:MM, UTC; may be before start to cross midnight.")
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] | None = Field(
+        None, description="Weekdays the window applies on (day of its start); all days if omitted.")
+    slas: list[str] | None = Field(None, description="SLAs it silences; all if omitted.")
+
+
+class MonitoringSettings(_Strict):
+    """The ``monitoring:`` block."""
+
+    check_interval: float = Field(60, description="Seconds between cycles of `sla watch`.")
+    retention_days: int = Field(30, description="sla_checks rows older than this are deleted.")
+    cooldown: float = Field(300, description="Default seconds between repeated alerts of one SLA.")
+    timeout: float = Field(10, description="Default per-check timeout in seconds.")
+    compliance_window_days: int = Field(30, description="Rolling window for compliance.")
+    compliance_target: float = Field(0.95, description="Share of OK checks an SLA must reach.")
+    maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)
