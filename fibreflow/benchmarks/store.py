@@ -16,7 +16,7 @@ from fibreflow.store import Store
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rows", type=int, default=5000, help="rows per writer (default 5000)")
-    p.add_argument("--batch", type=int, default=10, help="rows per write (default 10)")
+    p.add_argument("--batch", type=int, default=50, help="rows per write (default 50)")
     p.add_argument("--seconds", type=float, default=10.0, help="least duration (default 10)")
     p.add_argument("--db", type=Path, default=None, help="DuckDB file (default: a temp file)")
 

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fibreflow.config import load_settings
+from fibreflow.errors import ConfigError, MissingEnvError
+from fibreflow.yamlio import expand_env
+
+
+def test_defaults_without_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FIBREFLOW_DB")
+    settings = load_settings()
+    assert settings.db_path == Path("data/fibreflow.duckdb")
+    assert settings.source is None
+
+
+def test_env_overrides_store_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FIBREFLOW_DB", str(tmp_path / "x.duckdb"))
+    assert load_settings().db_path == tmp_path / "x.duckdb"
+
+
+def test_config_file_from_env_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "ff.yaml"
+    cfg.write_text("reports_dir: out\nstore:\n  lock_timeout_s: 5\n")
+    monkeypatch.setenv("FIBREFLOW_CONFIG", str(cfg))
+    settings = load_settings()
+    assert settings.reports_dir == Path("out")
+    assert settings.store.lock_timeout_s == 5
+    assert settings.source == cfg
+
+
+def test_unknown_key_names_key_file_and_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "ff.yaml"
+    cfg.write_text("reports_dir: out\nstore:\n  lock_timeout_s: 5\n  lok_timeout: 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg)
+    assert str(info.value) == f"{cfg}:4: unknown key 'store.lok_timeout'"
+
+
+def test_bad_value_names_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "ff.yaml"
+    cfg.write_text("store:\n  lock_timeout_s: soon\n")
+    with pytest.raises(ConfigError, match=r"ff.yaml:2: store.lock_timeout_s"):
+        load_settings(cfg)
+
+
+def test_malformed_yaml_names_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "ff.yaml"
+    cfg.write_text("store:\n  lock_timeout_s: 5\n bad: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"ff.yaml:3: malformed YAML"):
+        load_settings(cfg)
+
+
+def test_expand_env_names_missing_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FF_HOST", "db.local")
+    assert expand_env("postgresql://${FF_HOST}/x") == "postgresql://db.local/x"
+    assert expand_env("${FF_NOPE:-fallback}") == "fallback"
+    with pytest.raises(MissingEnvError, match="FF_NOPE_AT_ALL"):
+        expand_env("http://${FF_NOPE_AT_ALL}/api")
