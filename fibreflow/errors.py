@@ -7,14 +7,17 @@
     │   ├── StoreLockTimeout       waited too long for the cross-process lock
     │   └── ForeignDatabaseError   the file is corrupt, foreign or from a newer fibreflow
     ├── SLAError                   SLA monitoring failed to run (not: an SLA was violated)
-    │   └── ConditionError         an alert condition could not be parsed
+    │   ├── ConditionError         an alert condition could not be parsed
+    │   └── CheckError             one check could not read its source (status ``error``)
     ├── SLAViolationError          the freshness gate found violations (carries them)
     ├── AlertDeliveryError         an alert could not be delivered (it stays queued)
     ├── SandboxError               a sandbox could not be created, used or cleaned up
     │   └── SandboxUnavailable     a backend is missing (package, binary or key)
     ├── AgentError                 an agent failed outside its own attempt's outcome
+    ├── LLMError                   a model call failed for good (after its retries, or not retryable)
     ├── RunnerError                the feature runner could not run (bad feature list, cycle)
     ├── ReportError                a papermill report failed (names the cell)
+    ├── SimulationError            the what-if simulator has no history to calibrate on
     └── BenchmarkError             a benchmark could not run
 """
 
@@ -68,7 +71,18 @@ class SLAError(FibreflowError):
 
 
 class ConditionError(SLAError):
-    """An alert condition is not a valid expression."""
+    """An alert condition is not a valid expression; names the offending token and its column."""
+
+    def __init__(self, message: str, *, condition: str | None = None, token: str | None = None,
+                 position: int | None = None) -> None:
+        self.condition = condition
+        self.token = token
+        self.position = position
+        super().__init__(message)
+
+
+class CheckError(SLAError):
+    """One SLA check could not read its source; the monitor records status ``error`` with this reason."""
 
 
 class SLAViolationError(FibreflowError):
@@ -105,6 +119,17 @@ class AgentError(FibreflowError):
     """An agent could not run at all (as opposed to an attempt that failed)."""
 
 
+class LLMError(FibreflowError):
+    """A model call failed for good: retries exhausted, or an error no retry can fix."""
+
+    def __init__(self, message: str, *, status_code: int | None = None, error_type: str | None = None,
+                 tries: int = 0) -> None:
+        self.status_code = status_code
+        self.error_type = error_type
+        self.tries = tries
+        super().__init__(message)
+
+
 class RunnerError(FibreflowError):
     """The parallel runner was given something it cannot run."""
 
@@ -113,11 +138,16 @@ class ReportError(FibreflowError):
     """A papermill report failed; carries the failing cell."""
 
     def __init__(self, message: str, *, cell_index: int | None = None, ename: str | None = None,
-                 evalue: str | None = None) -> None:
+                 evalue: str | None = None, notebook_path: str | None = None) -> None:
         self.cell_index = cell_index
         self.ename = ename
         self.evalue = evalue
+        self.notebook_path = notebook_path  # the executed notebook kept for inspection, if any
         super().__init__(message)
+
+
+class SimulationError(FibreflowError):
+    """The what-if simulator cannot calibrate: the store holds no history in the window."""
 
 
 class BenchmarkError(FibreflowError):
@@ -128,10 +158,12 @@ __all__ = [
     "AgentError",
     "AlertDeliveryError",
     "BenchmarkError",
+    "CheckError",
     "ConditionError",
     "ConfigError",
     "FibreflowError",
     "ForeignDatabaseError",
+    "LLMError",
     "MissingEnvError",
     "ReportError",
     "RunnerError",
@@ -139,6 +171,7 @@ __all__ = [
     "SLAViolationError",
     "SandboxError",
     "SandboxUnavailable",
+    "SimulationError",
     "StoreError",
     "StoreLockTimeout",
 ]

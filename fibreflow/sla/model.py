@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Status = Literal["ok", "warn", "violation", "error"]
 
@@ -60,6 +60,8 @@ class AlertRule(_Strict):
                          description="Template; fields {name} {value} {threshold} {status} {severity} {reason}.")
     cooldown: float | None = Field(None, description="Seconds between repeats; default monitoring.cooldown.")
     notify_resolved: bool = Field(True, description="Send a resolved message when the condition clears.")
+    resolved_message: str = Field("{name} resolved: {value} (SLA: {threshold})",
+                                  description="Template of the resolved message; same fields as message.")
 
 
 class MaintenanceWindow(_Strict):
@@ -70,6 +72,20 @@ class MaintenanceWindow(_Strict):
     days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] | None = Field(
         None, description="Weekdays the window applies on (day of its start); all days if omitted.")
     slas: list[str] | None = Field(None, description="SLAs it silences; all if omitted.")
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _hh_mm(cls, value: Any) -> str:
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
+            # YAML 1.1 reads an unquoted 02:30 as the base-60 integer 150
+            value = f"{value // 60:02d}:{value % 60:02d}"
+        if not isinstance(value, str):
+            raise ValueError(f"expected a UTC time as HH:MM, got {value!r}")
+        hours, sep, minutes = value.partition(":")
+        if not (sep and hours.isdigit() and minutes.isdigit() and len(minutes) == 2
+                and int(hours) < 24 and int(minutes) < 60):
+            raise ValueError(f"expected a UTC time as HH:MM (00:00-23:59), got {value!r}")
+        return value
 
 
 class MonitoringSettings(_Strict):

@@ -1,0 +1,169 @@
+"""Papermill reports: real kernels, a real store, the real CLI; the HTML is opened in chromium.
+
+Kernel runs are kept to three (each costs seconds on two cores): the SLA report through the
+CLI, a failing cell, and a hung cell stopped by the wall-clock guard.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from fibreflow.cli import main
+from fibreflow.errors import ConfigError, ReportError
+from fibreflow.kernels import resolve_kernel, runs_this_interpreter, venv_kernel_name
+from fibreflow.reports import REPORTS, coerce_parameters, report_notebook, report_parameters, run_report
+from fibreflow.store import Store
+
+FIXTURES = Path(__file__).parent / "notebooks"
+
+
+def _fill(store: Store) -> None:
+    now = dt.datetime.now(dt.UTC)
+    rows = []
+    for i in range(6 * 60):  # six hours, one check every minute per SLA
+        at = now - dt.timedelta(minutes=i)
+        rows.append({"name": "orders_fresh", "status": "ok", "value": 30.0, "threshold": 300.0, "checked_at": at})
+        bad = 60 <= i < 90
+        rows.append({"name": "images_fresh", "status": "violation" if bad else "ok", "value": 900.0 if bad else 40.0,
+                     "threshold": 600.0, "checked_at": at})
+    store.insert_rows("sla_checks", rows)
+
+
+def test_cli_sla_report_writes_notebook_and_offline_html(store: Store, tmp_path: Path) -> None:
+    _fill(store)
+    exe = Path(sys.executable).with_name("fibreflow")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "fibreflow.cli"]
+    env = {**os.environ, "FIBREFLOW_DB": str(store.path)}
+    proc = subprocess.run([*cmd, "report", "sla", "-p", "days=7", "--json"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    nb_path, html_path = Path(out["notebook"]), Path(out["html"])
+    assert nb_path.parent == tmp_path / "reports" / "sla" and nb_path.suffix == ".ipynb"
+    assert html_path.with_suffix(".ipynb") == nb_path and html_path.exists()
+
+    nb = nbformat.read(nb_path, as_version=4)
+    assert [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])][0].source.count("days = 7")
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
+    html = html_path.read_text()
+    assert "load_sla_report" not in html and "views.compliance_figure" not in html  # no code cells
+    assert html.count('class="plotly-graph-div"') == 4
+    assert html.count("* plotly.js v") == 1  # inlined once, so the file works offline
+    assert '<script src="http' not in html
+    assert "1 of 2 SLAs met the target" in html and "images_fresh" in html
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium",
+                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page()
+        fetched: list[str] = []
+        page.route("**/*", lambda route: (fetched.append(route.request.url),
+                                          route.continue_() if route.request.url.startswith("file:")
+                                          else route.abort()))
+        page_errors: list[str] = []
+        page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+        page.goto(html_path.as_uri())
+        page.wait_for_selector(".js-plotly-plot .main-svg", timeout=10_000)
+        drawn = page.locator(".js-plotly-plot").count()
+        heat_cells = page.locator(".js-plotly-plot .hm").count()
+        browser.close()
+    assert drawn == 4 and heat_cells == 1
+    assert not page_errors and all(u.startswith("file:") for u in fetched)
+
+
+def test_failing_cell_raises_report_error_and_keeps_the_notebook(tmp_path: Path) -> None:
+    marker = tmp_path / "interpreter.txt"
+    with pytest.raises(ReportError) as info:
+        run_report(str(FIXTURES / "failing.ipynb"), parameters={"marker_path": str(marker)},
+                   reports_dir=tmp_path / "reports", timeout_s=60)
+    err = info.value
+    assert err.cell_index == 3 and err.ename == "ValueError" and err.evalue == "boom in the report"
+    assert "cell 3" in str(err) and "raise ValueError" in str(err)
+    kept = Path(err.notebook_path)
+    assert kept.parent == tmp_path / "reports" / "failing"
+    assert "boom in the report" in kept.read_text()
+    assert "never reached" not in json.dumps([o for c in nbformat.read(kept, as_version=4).cells
+                                              for o in c.get("outputs", [])])
+    # the kernel was this interpreter (the venv), not whatever python3 is on PATH
+    assert marker.read_text() == sys.executable
+
+
+def test_hung_kernel_is_stopped_by_the_wall_clock_guard(tmp_path: Path) -> None:
+    pid_file = tmp_path / "kernel.pid"
+    started = time.monotonic()
+    with pytest.raises(ReportError, match="timed out after 4s in cell 1") as info:
+        run_report(str(FIXTURES / "hang.ipynb"), parameters={"seconds": "120", "pid_path": str(pid_file)},
+                   reports_dir=tmp_path, timeout_s=4)
+    assert time.monotonic() - started < 20
+    assert info.value.cell_index == 1 and Path(info.value.notebook_path).exists()
+    pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+# -- no kernel below ---------------------------------------------------------------------------
+
+def test_registry_notebooks_exist_with_parameters() -> None:
+    for name in REPORTS:
+        assert report_notebook(name).is_file()
+        assert report_parameters(report_notebook(name))
+    assert set(report_parameters(report_notebook("sla"))) == {"days", "db_path", "config_path"}
+
+
+def test_parameters_are_coerced_to_the_default_type(tmp_path: Path) -> None:
+    sla = report_notebook("sla")
+    assert coerce_parameters(sla, {"days": "7", "db_path": "/x.duckdb", "config_path": "None"}) == \
+        {"days": 7, "db_path": "/x.duckdb", "config_path": None}
+    assert coerce_parameters(sla, {"days": 2.5}) == {"days": 2.5}  # non-strings pass as given
+    cell = nbformat.v4.new_code_cell('ratio = 0.5\nflag = False\nnames = ["a"]\nlabel = "x"')
+    cell.metadata["tags"] = ["parameters"]
+    nb_path = tmp_path / "p.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell], metadata={"kernelspec": {
+        "name": "python3", "language": "python", "display_name": "Python 3"}}), nb_path)
+    assert coerce_parameters(nb_path, {"ratio": "0.25", "flag": "yes", "names": "['b', 'c']", "label": "7"}) == \
+        {"ratio": 0.25, "flag": True, "names": ["b", "c"], "label": "7"}
+    with pytest.raises(ConfigError, match="parameter 'flag' expects bool"):
+        coerce_parameters(nb_path, {"flag": "maybe"})
+
+
+def test_cli_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", "nope"]) == 2
+    assert "unknown report 'nope'; known reports: sla" in capsys.readouterr().err
+    assert main(["report", "sla", "-p", "dayz=3"]) == 2
+    err = capsys.readouterr().err
+    assert "sla_report.ipynb" in err and "unknown parameter 'dayz'; accepted: days, db_path, config_path" in err
+    assert main(["report", "sla", "-p", "days=soon"]) == 2
+    assert "parameter 'days' expects int" in capsys.readouterr().err
+    assert main(["report", "sla", "-p", "days"]) == 2
+    assert "-p expects key=value" in capsys.readouterr().err
+
+
+def test_kernel_of_this_interpreter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert runs_this_interpreter("python") and runs_this_interpreter(sys.executable)
+    assert not runs_this_interpreter("/opt/elsewhere/bin/python3")
+    assert resolve_kernel("python3") == "python3"
+    with pytest.raises(ConfigError, match="unknown Jupyter kernel 'nokernel'; installed: .*python3"):
+        resolve_kernel("nokernel")
+    # a python3 spec of another interpreter found first on the Jupyter path
+    foreign = tmp_path / "jupyter" / "kernels" / "python3"
+    foreign.mkdir(parents=True)
+    (foreign / "kernel.json").write_text(json.dumps({
+        "argv": ["/opt/elsewhere/bin/python3", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3", "language": "python"}))
+    prefix = tmp_path / "prefix"
+    monkeypatch.setenv("JUPYTER_PATH", f"{tmp_path / 'jupyter'}{os.pathsep}{prefix / 'share' / 'jupyter'}")
+    name = resolve_kernel(prefix=prefix)
+    assert name == venv_kernel_name()
+    spec = json.loads((prefix / "share" / "jupyter" / "kernels" / name / "kernel.json").read_text())
+    assert spec["argv"][0] == sys.executable
