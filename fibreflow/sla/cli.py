@@ -1,0 +1,155 @@
+"""``fibreflow sla check | watch | compliance``.
+
+Exit codes: ``check`` 0 when every SLA is ok or warn, 1 when any is violated or could not be
+read (error), 2 when the SLA file or an option is invalid. ``watch`` 0 when stopped (Ctrl-C,
+SIGTERM or ``--cycles``). ``compliance`` 0 (a report: the ``met`` column says which SLAs
+miss the target), 2 on a bad config.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fibreflow.config import Settings
+    from fibreflow.sla.config import SLAConfig
+    from fibreflow.sla.monitor import SLAMonitor
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``sla`` command and its subcommands."""
+    p = sub.add_parser("sla", help="data-freshness SLAs: check, watch, compliance", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    ssub = p.add_subparsers(dest="sla_command", metavar="SUBCOMMAND")
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+    def common(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--config", type=Path, default=None,
+                       help="SLA definitions file (default: settings sla.config_path)")
+
+    check = ssub.add_parser("check", help="run every check once, store and alert; exit 1 on any failure")
+    common(check)
+    check.add_argument("--json", action="store_true", help='print {"checks": [...]} as one JSON object')
+    check.add_argument("--sla", action="append", dest="names", metavar="NAME",
+                       help="only this SLA (repeatable)")
+    check.set_defaults(func=_check)
+
+    watch = ssub.add_parser("watch", help="run cycles until stopped, serving GET /health")
+    common(watch)
+    watch.add_argument("--interval", type=float, default=None, metavar="S",
+                       help="seconds between cycles (default: monitoring.check_interval)")
+    watch.add_argument("--health-port", type=int, default=None, metavar="PORT",
+                       help="serve GET /health on 127.0.0.1:PORT (e.g. 8889; 0 picks one)")
+    watch.add_argument("--cycles", type=int, default=None, metavar="N", help="stop after N cycles")
+    watch.set_defaults(func=_watch)
+
+    compliance = ssub.add_parser("compliance", help="share of OK checks per SLA over a rolling window")
+    common(compliance)
+    compliance.add_argument("--days", type=float, default=None,
+                            help="window in days (default: monitoring.compliance_window_days, 30)")
+    compliance.add_argument("--json", action="store_true", help='print {"slas": [...]} as one JSON object')
+    compliance.set_defaults(func=_compliance)
+
+
+def _load(args: argparse.Namespace) -> tuple[Settings, SLAConfig]:
+    from fibreflow.config import load_settings
+    from fibreflow.sla.config import load_sla_config
+
+    settings = load_settings()
+    return settings, load_sla_config(args.config or settings.sla.config_path, settings=settings)
+
+
+def _monitor(settings: Settings, config: SLAConfig) -> SLAMonitor:
+    from fibreflow.sla.monitor import SLAMonitor
+    from fibreflow.store import Store
+
+    store = Store(settings.db_path, lock_timeout_s=settings.store.lock_timeout_s)
+    alerts = None
+    if config.alerts:
+        from fibreflow.sla.alerts import AlertDispatcher
+
+        alerts = AlertDispatcher(store, config.alerts, config.monitoring, settings=settings)
+    return SLAMonitor(config, store=store, alerts=alerts)
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+def _check(args: argparse.Namespace) -> int:
+    from fibreflow.cli import EXIT_FAILED, EXIT_OK, emit_json
+    from fibreflow.sla.monitor import FAILING
+
+    settings, config = _load(args)
+    results = _monitor(settings, config).check_all_slas(args.names)
+    if args.json:
+        emit_json({"checks": [r.as_json() for r in results]})
+    else:
+        width = max((len(r.name) for r in results), default=4)
+        for r in results:
+            print(f"{r.name:<{width}}  {r.status:<9}  {_fmt(r.value):>10} / {_fmt(r.threshold):<8}"
+                  + (f"  {r.reason}" if r.reason else ""))
+    return EXIT_FAILED if any(r.status in FAILING for r in results) else EXIT_OK
+
+
+def _watch(args: argparse.Namespace) -> int:
+    import signal
+    import sys
+    import threading
+
+    from fibreflow.cli import EXIT_OK, EXIT_USAGE
+
+    if args.cycles is not None and args.cycles < 1:
+        print("fibreflow: error: --cycles must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    if args.interval is not None and args.interval < 0:
+        print("fibreflow: error: --interval must not be negative", file=sys.stderr)
+        return EXIT_USAGE
+    settings, config = _load(args)
+    monitor = _monitor(settings, config)
+    stop = threading.Event()
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if in_main else None
+    interval = config.monitoring.check_interval if args.interval is None else args.interval
+    port_note = ""
+    if args.health_port is not None:
+        host, port = monitor.serve_health(args.health_port).address
+        port_note = f", GET http://{host}:{port}/health"
+    print(f"watching {len(config.checks)} SLAs every {interval:g}s{port_note}", flush=True)
+    try:
+        monitor.watch(interval, cycles=args.cycles, stop_event=stop)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+    print(f"stopped after {monitor.cycles} cycles", flush=True)
+    return EXIT_OK
+
+
+def _compliance(args: argparse.Namespace) -> int:
+    import math
+
+    from fibreflow.cli import EXIT_OK, emit_json
+    from fibreflow.sla.compliance import compute_compliance
+    from fibreflow.store import Store
+
+    settings, config = _load(args)
+    days = config.monitoring.compliance_window_days if args.days is None else args.days
+    target = config.monitoring.compliance_target
+    store = Store(settings.db_path, lock_timeout_s=settings.store.lock_timeout_s)
+    frame = compute_compliance(store, days=days, target=target, names=list(config.slas))
+    records = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+               for row in frame.to_dict(orient="records")]
+    if args.json:
+        emit_json({"days": days, "target": target, "slas": records})
+    else:
+        print(f"compliance over {days:g} days, target {target:.0%}")
+        for r in records:
+            share = "-" if r["compliance"] is None else f"{r['compliance']:.2%}"
+            budget = "-" if r["error_budget_left"] is None else f"{r['error_budget_left']:.0%}"
+            print(f"  {r['name']:<32} {share:>8}  {'met' if r['met'] else 'MISSED':<6}  "
+                  f"checks {r['checks']}  budget left {budget}")
+    return EXIT_OK

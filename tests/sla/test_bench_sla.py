@@ -1,0 +1,21 @@
+"""``fibreflow bench sla --json`` runs end to end against its local sources (small settings)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fibreflow.cli import main
+
+
+def test_bench_sla_reports_the_issue_keys(pg_dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["bench", "sla", "--json", "--pg", pg_dsn, "--cycles", "2", "--alerts", "1",
+                 "--hang-timeout", "0.5", "--compliance-runs", "1"])
+    assert code == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["slas"] == 12 and doc["compliance_rows"] == 518_400 and doc["alerts_timed"] == 2
+    assert 0 < doc["cycle_s"] < 5
+    assert 0.5 <= doc["hang_cycle_s"] < 0.5 + 2  # bounded by the hanging check's timeout
+    assert 0 <= doc["alert_latency_p95_s"] < 5
+    assert 0 < doc["compliance_query_ms"] < 5000
