@@ -22,6 +22,10 @@ COMMAND_MODULES = (
     "fibreflow.sla.cli",
     "fibreflow.sandbox.cli",
     "fibreflow.runner_cli",
+    "fibreflow.routing_cli",
+    "fibreflow.costs_cli",
+    "fibreflow.simulation_cli",
+    "fibreflow.twin.cli",
     "fibreflow.reports",
     "fibreflow.bench",
 )

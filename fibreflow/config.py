@@ -12,7 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fibreflow.errors import ConfigError
 from fibreflow.yamlio import load_yaml
@@ -47,6 +47,109 @@ class SandboxSettings(_Section):
     e2b_gib_second_usd: float = Field(0.0000045, description="E2B price per GiB-second of memory.")
     e2b_template: str = Field("code-interpreter-v1", description="E2B template for new sandboxes.")
     e2b_concurrency: int = Field(20, description="Concurrent E2B sandboxes the plan allows.")
+    e2b_creates_per_second: float = Field(1.0, ge=0, description="E2B sandbox creations per second "
+                                          "(plan limit: Hobby 1, Pro 5); 0 turns the throttle off.")
+
+
+TIERS = ("haiku", "sonnet", "opus")
+_DEFAULT_TIER_MODELS = {"haiku": "claude-haiku-5-5", "sonnet": "claude-sonnet-5-5", "opus": "claude-opus-5-5"}
+
+
+class ModelsSettings(_Section):
+    """Model tiers, pricing and the LLM client's retry policy."""
+
+    tiers: dict[str, str] = Field(default_factory=lambda: dict(_DEFAULT_TIER_MODELS),
+                                  description="Model ID per tier (haiku, sonnet, opus); a new model is a config change.")
+    pricing_path: Path = Field(Path("data/pricing.yaml"), description="Prices per model in $/MTok.")
+    max_retries: int = Field(4, ge=0, description="Retries after the first try on 429, 529, 5xx and connection errors.")
+    timeout_s: float = Field(120.0, gt=0, description="Per-try HTTP timeout of a model call.")
+    backoff_base_s: float = Field(1.0, ge=0, description="First retry delay; doubles per retry, with jitter.")
+    backoff_max_s: float = Field(30.0, ge=0, description="Longest delay between tries (retry-after included).")
+    base_url: str | None = Field(None, description="Messages API base URL (None: the SDK's default).")
+    store_prompts: bool = Field(False, description="Store each call's task text in llm_calls (off: tokens only).")
+    short_task_chars: int = Field(50, ge=0, description="Tasks shorter than this lean to the haiku tier.")
+    agent_rules: dict[str, str] = Field(
+        default_factory=lambda: {"vps-monitor": "haiku", "vlm-evaluator": "sonnet"},
+        description="Agent name -> tier, applied before the text patterns (an explicit tier still wins).")
+
+    @field_validator("tiers")
+    @classmethod
+    def _known_tiers(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(TIERS))
+        if unknown:
+            raise ValueError(f"unknown tier {unknown[0]!r} (known: {', '.join(TIERS)})")
+        return {**_DEFAULT_TIER_MODELS, **value}
+
+    @field_validator("agent_rules")
+    @classmethod
+    def _rule_tiers(cls, value: dict[str, str]) -> dict[str, str]:
+        for agent, tier in value.items():
+            if tier not in TIERS:
+                raise ValueError(f"agent {agent!r} maps to unknown tier {tier!r} (known: {', '.join(TIERS)})")
+        return value
+
+
+class SelectionWeights(_Section):
+    """Weights of the attempt score; normalized by their sum, so only their ratios matter."""
+
+    coverage: float = Field(0.4, ge=0, description="Weight of test coverage of the changed code (0..1).")
+    tests_passed: float = Field(0.3, ge=0, description="Weight of the share of tests that passed.")
+    code_quality: float = Field(0.2, ge=0, description="Weight of code quality (ruff findings per changed line).")
+    speed: float = Field(0.1, ge=0, description="Weight of speed (fastest attempt = 1).")
+
+
+class SelectionSettings(_Section):
+    """How the best of N attempts is chosen and when a human must look."""
+
+    weights: SelectionWeights = Field(default_factory=SelectionWeights,
+                                      description="Weights of coverage, tests passed, quality and speed.")
+    consensus_top_k: int = Field(3, ge=1, description="How many top attempts must agree for consensus.")
+    consensus_threshold: float = Field(0.7, ge=0, le=1,
+                                       description="Share of shared test inputs on which they must agree.")
+    coverage_floor: float = Field(0.95, ge=0, le=1, description="Least coverage a winner needs to ship.")
+
+
+class RateLimit(_Section):
+    """One model tier's API rate limits (per organisation and model class)."""
+
+    rpm: int = Field(..., gt=0, description="Requests per minute.")
+    input_tpm: int = Field(..., gt=0, description="Input tokens per minute (input + cache writes; cache reads do not count).")
+    output_tpm: int = Field(..., gt=0, description="Output tokens per minute.")
+
+
+def _default_rate_limits() -> dict[str, RateLimit]:
+    # Anthropic usage tier 2 as published in 2025; set your organisation's limits from the Console.
+    return {tier: RateLimit(rpm=1000, input_tpm=450_000, output_tpm=90_000) for tier in TIERS}
+
+
+class SimulationSettings(_Section):
+    """Limits and budget the what-if simulator checks projections against."""
+
+    calibration_days: float = Field(30.0, gt=0, description="Days of recorded history the simulator calibrates on.")
+    monthly_budget_usd: float = Field(500.0, gt=0, description="Monthly spend (models + sandboxes) that must not be exceeded.")
+    e2b_concurrency_limits: dict[str, int] = Field(
+        default_factory=lambda: {"hobby": 20, "pro": 100},
+        description="Concurrent E2B sandboxes per plan; projected peak sandbox concurrency is checked against each.")
+    rate_limits: dict[str, RateLimit] = Field(
+        default_factory=_default_rate_limits,
+        description="Per tier (haiku, sonnet, opus): rpm, input_tpm, output_tpm of the model API.")
+    postgres_url: str | None = Field(
+        None, description="PostgreSQL whose max_connections and open connections are read ('${VAR}' allowed); "
+                          "unset or unreachable: the two settings below are used.")
+    postgres_max_connections: int = Field(100, gt=0, description="max_connections when the server cannot be asked.")
+    postgres_base_connections: int = Field(5, ge=0, description="Connections in use besides agents when the server cannot be asked.")
+    postgres_connections_per_agent: float = Field(1.0, ge=0, description="Connections one busy agent holds.")
+    near_limit_share: float = Field(0.8, gt=0, lt=1, description="Share of a limit from which it is reported as near.")
+    quality_risk_tolerance: float = Field(
+        0.02, ge=0, le=1, description="Extra expected failure rate a cheaper routing mix may add and still be recommended.")
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _rate_tiers(cls, value: dict[str, RateLimit]) -> dict[str, RateLimit]:
+        unknown = sorted(set(value) - set(TIERS))
+        if unknown:
+            raise ValueError(f"unknown tier {unknown[0]!r} (known: {', '.join(TIERS)})")
+        return {**_default_rate_limits(), **value}
 
 
 class Settings(_Section):
@@ -59,6 +162,9 @@ class Settings(_Section):
     slack: SlackSettings = SlackSettings()
     sla: SLASettings = SLASettings()
     sandbox: SandboxSettings = SandboxSettings()
+    models: ModelsSettings = ModelsSettings()
+    selection: SelectionSettings = SelectionSettings()
+    simulation: SimulationSettings = SimulationSettings()
 
     source: Path | None = Field(None, exclude=True, description="The file these settings came from.")
 

@@ -1,0 +1,66 @@
+"""``fibreflow cost analyze [LOG ...] [--days 30] [--json]``: spend, routed spend, all-Sonnet spend."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cost", help="model cost analysis", description=__doc__)
+    csub = p.add_subparsers(dest="cost_command", metavar="COMMAND")
+    a = csub.add_parser("analyze", help="what model calls cost, and what routing saves",
+                        description="Reads llm_calls from the store and/or JSON-lines call logs "
+                                    "(one object per call: timestamp, agent, model, input_tokens, "
+                                    "output_tokens, cache_creation_input_tokens, cache_read_input_tokens, "
+                                    "optionally the task text under task/prompt/command).")
+    a.add_argument("logs", nargs="*", type=Path, metavar="LOG", help="JSON-lines call logs")
+    a.add_argument("--days", type=float, default=30.0, help="window in days (default 30)")
+    a.add_argument("--no-store", action="store_true", help="ignore llm_calls in the store")
+    a.add_argument("--json", action="store_true", help="print one JSON object")
+    a.set_defaults(func=_analyze)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from fibreflow.cli import emit_json
+    from fibreflow.config import load_settings
+    from fibreflow.costs import analyze_costs
+    from fibreflow.errors import ConfigError
+    from fibreflow.store import Store
+
+    if args.days <= 0:
+        raise ConfigError(f"--days must be positive, got {args.days:g}", key="--days")
+    for log in args.logs:
+        if not log.is_file():
+            raise ConfigError("log file not found", path=str(log))
+    settings = load_settings()
+    store = None
+    if not args.no_store and Path(settings.db_path).exists():
+        store = Store(settings.db_path, lock_timeout_s=settings.store.lock_timeout_s)
+    result = analyze_costs(store, args.logs, days=args.days).to_dict()
+    if args.json:
+        emit_json(result)
+    else:
+        _print(result)
+    return 0
+
+
+def _print(r: dict[str, Any]) -> None:
+    print(f"{r['calls']} calls in the last {r['days']:g} days ({', '.join(r['sources']) or 'no sources'})")
+    print(f"  current cost:     ${r['current_cost']:.4f}")
+    print(f"  routed cost:      ${r['routed_cost']:.4f}  (saves ${r['savings']:.4f})")
+    print(f"  all-Sonnet cost:  ${r['all_sonnet_cost']:.4f}  (routing saves ${r['savings_vs_sonnet']:.4f})")
+    m = r["monthly_projection"]
+    print(f"  per 30 days:      current ${m['current_cost']:.2f}, routed ${m['routed_cost']:.2f}, "
+          f"all-Sonnet ${m['all_sonnet_cost']:.2f}")
+    for title, key in (("by routed tier", "by_tier"), ("by agent", "by_agent")):
+        print(f"{title}:")
+        for name, row in r[key].items():
+            print(f"  {name:<16} {row['calls']:>6} calls  current ${row['current_cost']:.4f}  "
+                  f"routed ${row['routed_cost']:.4f}  saves ${row['savings']:.4f}")
+    if r["malformed_lines"]:
+        print(f"{r['malformed_count']} malformed lines skipped:")
+        for bad in r["malformed_lines"][:20]:
+            print(f"  {bad['file']}:{bad['line']}: {bad['error']}")

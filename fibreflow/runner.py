@@ -1,0 +1,284 @@
+"""The parallel feature runner: N sandboxed attempts per feature, features in dependency order.
+
+Each attempt: create a sandbox -> the agent works in it -> the feature's tests run in it (JUnit
+XML and coverage, through ``SandboxManager.extract_results``) -> results are recorded -> the
+sandbox is removed. Independent features and the attempts of one feature share one pool of
+``workers`` threads (attempts wait on models and test runs, not on Python, so threads suffice).
+A feature passes when any attempt passes; a feature whose dependency did not pass is skipped
+with that reason. Nothing is written to the user's working tree: a winning attempt is only a
+diff in the store until the autopilot turns it into a branch.
+
+Everything lands in DuckDB (``runs``, ``features``, ``attempts``, and ``sandbox_sessions`` via
+the manager) through short writes; no connection is held across an attempt.
+
+Hooks for later issues: ``learnings(feature)`` hands learned patterns to agents, and
+``escalate(feature, result)`` names the next model tier when no attempt of the current one
+passed (``None`` ends the feature).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+from fibreflow.agents import Agent, AttemptLimits, AttemptTask, get_agent
+from fibreflow.errors import AgentError, RunnerError
+from fibreflow.features import Feature, FeatureList
+from fibreflow.runner_attempt import AttemptResult, FeatureResult, RunResult, run_attempt
+from fibreflow.runner_progress import ProgressCallback, ProgressEvent
+from fibreflow.store import BatchWriter, Store
+
+MAX_LOCAL_WORKERS = 64
+log = logging.getLogger(__name__)
+
+
+def default_workers(backend: str, *, attempts: int, settings: Any = None) -> int:
+    """Workers when none are given.
+
+    E2B: the plan's concurrency limit (``sandbox.e2b_concurrency``). Local: every attempt of a
+    feature at once and at least twice the cores, because an attempt spends most of its time
+    waiting on model calls rather than computing (capped at 64; memory, not CPU, is then the limit).
+    """
+    if backend == "e2b":
+        if settings is None:
+            from fibreflow.config import load_settings
+
+            settings = load_settings()
+        return max(1, settings.sandbox.e2b_concurrency)
+    return max(1, min(MAX_LOCAL_WORKERS, max(attempts, 2 * (os.cpu_count() or 1))))
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: ``run-YYYYmmdd-HHMMSS-xxxxxx``."""
+    return f"run-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+class ParallelRunner:
+    """Runs a feature list in sandboxes, ``attempts`` tries per feature, ``workers`` at once."""
+
+    def __init__(self, store: Store, repo: str | Path, *, agent: Agent | str, backend: Any = "local",
+                 profile: str = "python-tests", attempts: int = 1, workers: int | None = None,
+                 run_id: str | None = None, progress: ProgressCallback | None = None,
+                 agent_factory: Callable[[str], Agent] | None = None, limits: AttemptLimits | None = None,
+                 learnings: Callable[[Feature], list[str]] | None = None,
+                 escalate: Callable[[Feature, FeatureResult], str | None] | None = None) -> None:
+        if attempts < 1:
+            raise RunnerError(f"attempts must be at least 1, got {attempts}")
+        if workers is not None and workers < 1:
+            raise RunnerError(f"workers must be at least 1, got {workers}")
+        self.store = store
+        self.repo = Path(repo).resolve()
+        if not self.repo.is_dir():
+            raise RunnerError(f"repository {self.repo} is not a directory")
+        self.backend = backend
+        self.backend_name = backend if isinstance(backend, str) else getattr(backend, "name", "custom")
+        self.profile = profile
+        self.attempts = attempts
+        self.workers = workers or default_workers(self.backend_name, attempts=attempts)
+        self.run_id = run_id or new_run_id()
+        self.progress = progress
+        self.agent_factory = agent_factory or get_agent
+        self.default_agent = self.agent_factory(agent) if isinstance(agent, str) else agent
+        self.limits = limits or AttemptLimits()
+        self.learnings = learnings or (lambda feature: [])
+        self.escalate = escalate or (lambda feature, result: None)
+
+    # -- the run -------------------------------------------------------------------------------
+
+    def run(self, features: FeatureList) -> RunResult:
+        """Run every feature; returns per-feature attempts. Never raises for a failed attempt."""
+        from fibreflow.sandbox.manager import SandboxManager
+
+        agents = self._agents(features)
+        self._started = time.monotonic()
+        self._counts = {"done": 0, "passed": 0, "failed": 0, "errors": 0, "total": len(features) * self.attempts}
+        results = {f.id: FeatureResult(f) for f in features}
+        # attempts and sandbox sessions of all threads go through one batching writer: 15 attempts
+        # ending together would otherwise queue 30 single-row transactions on the store's lock
+        writer = self.store.writer(flush_interval_s=0.05)
+        try:
+            manager = SandboxManager(store=_QueuedInserts(self.store, writer), repo=self.repo,
+                                     backend=self.backend, run_id=self.run_id)
+        except BaseException:
+            writer.close()
+            raise
+        self._record_start(features)
+        self._reap(manager)
+        self._emit("run_started")
+        status, error = "error", None
+        try:
+            self._schedule(manager, writer, features, agents, results)
+            status = "passed" if all(r.status == "passed" for r in results.values()) else "failed"
+        except BaseException as exc:
+            status, error = ("interrupted" if isinstance(exc, KeyboardInterrupt) else "error"), str(exc) or repr(exc)
+            raise
+        finally:
+            writer.close()
+            duration = time.monotonic() - self._started
+            self.store.execute("UPDATE runs SET status = ?, ended_at = ?, error = ? WHERE run_id = ?",
+                               [status, dt.datetime.now(dt.UTC), error, self.run_id])
+            self._reap(manager)
+            self._emit("run_finished", status=status)
+        return RunResult(self.run_id, status, [results[f.id] for f in features], duration,
+                         backend=self.backend_name, workers=self.workers)
+
+    def _schedule(self, manager: Any, writer: BatchWriter, features: FeatureList, agents: dict[str, Agent],
+                  results: dict[str, FeatureResult]) -> None:
+        running: dict[Future[AttemptResult], str] = {}
+        outstanding: dict[str, int] = {}
+        waiting = {f.id: f for f in features.ordered()}
+
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="fibreflow-attempt") as pool:
+            def launch(feature: Feature, iteration: int, tier: str | None) -> None:
+                learned = self.learnings(feature)
+                outstanding[feature.id] = self.attempts
+                for index in range(self.attempts):
+                    task = AttemptTask(
+                        run_id=self.run_id, feature_id=feature.id,
+                        attempt_id=f"{self.run_id}-{feature.id}-{iteration}-{index}",
+                        description=feature.task_description(), test_command=feature.test_command,
+                        attempt_index=index, iteration=iteration, tier=tier, learnings=list(learned),
+                        limits=self.limits)
+                    fut = pool.submit(run_attempt, manager, writer.put, task, agents[feature.id],
+                                      profile=self.profile, test_command=feature.test_command)
+                    running[fut] = feature.id
+
+            def release() -> None:
+                for fid, feature in list(waiting.items()):
+                    states = [results[d].status for d in feature.dependencies]
+                    blocked = next((d for d in feature.dependencies if results[d].status in ("failed", "skipped")),
+                                   None)
+                    if blocked is not None:
+                        del waiting[fid]
+                        why = "failed" if results[blocked].status == "failed" else "was skipped"
+                        self._finish(results[fid], "skipped", f"dependency {blocked!r} {why}")
+                        self._counts["total"] -= self.attempts
+                    elif all(s == "passed" for s in states):
+                        del waiting[fid]
+                        self._record_feature(fid, status="running", started_at=dt.datetime.now(dt.UTC))
+                        launch(feature, 1, feature.tier)
+
+            try:
+                release()
+                while running:
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        fid = running.pop(fut)
+                        result = fut.result()
+                        feature_result = results[fid]
+                        feature_result.attempts.append(result)
+                        outstanding[fid] -= 1
+                        self._count(result)
+                        if outstanding[fid] == 0:
+                            self._feature_done(features.get(fid), feature_result, launch)
+                    release()
+            except BaseException:
+                for fut in running:
+                    fut.cancel()
+                raise
+
+    def _feature_done(self, feature: Feature, result: FeatureResult,
+                      launch: Callable[[Feature, int, str | None], None]) -> None:
+        latest = result.attempts[-self.attempts:]
+        if any(a.passed for a in latest):
+            result.solved_tier = latest[0].tier
+            self._finish(result, "passed", None)
+            return
+        next_tier = self.escalate(feature, result)
+        if next_tier is not None:
+            self._counts["total"] += self.attempts
+            launch(feature, latest[0].iteration + 1, next_tier)
+            return
+        self._finish(result, "failed", f"no attempt of {len(result.attempts)} passed its tests")
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+
+    def _agents(self, features: FeatureList) -> dict[str, Agent]:
+        named: dict[str, Agent] = {}
+        chosen = {}
+        for feature in features:
+            if feature.agent is None:
+                chosen[feature.id] = self.default_agent
+                continue
+            if feature.agent not in named:
+                try:
+                    named[feature.agent] = self.agent_factory(feature.agent)
+                except AgentError as exc:
+                    raise RunnerError(f"feature {feature.id!r}: {exc}") from None
+            chosen[feature.id] = named[feature.agent]
+        return chosen
+
+    def _record_start(self, features: FeatureList) -> None:
+        now = dt.datetime.now(dt.UTC)
+        self.store.insert_rows("runs", [{
+            "run_id": self.run_id, "goal": features.goal, "source": features.source, "status": "running",
+            "backend": self.backend_name, "profile": self.profile,
+            "agent": getattr(self.default_agent, "name", type(self.default_agent).__name__),
+            "attempts_per_feature": self.attempts, "workers": self.workers, "started_at": now}])
+        self.store.insert_rows("features", [{
+            "run_id": self.run_id, "feature_id": f.id, "description": f.description,
+            "dependencies": json.dumps(list(f.dependencies)), "test_command": f.test_command,
+            "status": "pending"} for f in features])
+
+    def _record_feature(self, feature_id: str, **values: Any) -> None:
+        cols = ", ".join(f"{k} = ?" for k in values)
+        self.store.execute(f"UPDATE features SET {cols} WHERE run_id = ? AND feature_id = ?",
+                           [*values.values(), self.run_id, feature_id])
+
+    def _finish(self, result: FeatureResult, status: str, reason: str | None) -> None:
+        result.status, result.reason = status, reason
+        self._record_feature(result.feature.id, status=status, solved_tier=result.solved_tier,
+                             ended_at=dt.datetime.now(dt.UTC))
+        self._emit("feature_finished", feature_id=result.feature.id, status=status, message=reason)
+
+    def _count(self, result: AttemptResult) -> None:
+        self._counts["done"] += 1
+        key = {"passed": "passed", "failed": "failed"}.get(result.status, "errors")
+        self._counts[key] += 1
+        self._emit("attempt_finished", feature_id=result.feature_id, attempt_id=result.attempt_id,
+                   status=result.status, message=result.error)
+
+    def _emit(self, kind: str, **fields: Any) -> None:
+        if self.progress is None:
+            return
+        c = self._counts
+        self.progress(ProgressEvent(kind=kind, run_id=self.run_id, done=c["done"], total=c["total"],  # type: ignore[arg-type]
+                                    passed=c["passed"], failed=c["failed"], errors=c["errors"],
+                                    elapsed_s=time.monotonic() - self._started, **fields))
+
+    def _reap(self, manager: Any) -> None:
+        reaper = getattr(getattr(manager, "backend", None), "reap_finished_runs", None)
+        if reaper is not None:
+            try:
+                reaper(self.store)
+            except Exception as exc:  # reaping is hygiene; a run must not fail because of it
+                log.warning("could not reap finished runs' sandboxes: %s", exc)
+
+
+class _QueuedInserts:
+    """The store as the manager sees it: inserts are queued on the run's ``BatchWriter``."""
+
+    def __init__(self, store: Store, writer: BatchWriter) -> None:
+        self._store = store
+        self._writer = writer
+
+    def insert_rows(self, table: str, rows: Any) -> int:
+        count = 0
+        for row in rows:
+            self._writer.put(table, row)
+            count += 1
+        return count
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+__all__ = ["ParallelRunner", "default_workers", "new_run_id"]

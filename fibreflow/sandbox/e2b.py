@@ -1,0 +1,341 @@
+"""E2B cloud sandboxes, for when one machine is not enough.
+
+Each sandbox is an E2B micro-VM created through the ``e2b`` SDK (v2): the repository goes up as
+one gzip tar archive (per-file uploads take minutes for thousands of files) and is unpacked into
+``/home/user/repo``, where a baseline git commit is made so ``diff()`` is a plain git diff taken
+inside the sandbox. Every sandbox carries metadata (``app``, ``fibreflow_run``, ``feature``,
+``attempt``) so ``reap_finished_runs`` can find and kill the ones a finished or crashed run left
+billing. Creation is throttled and retried with backoff on ``RateLimitException``; a sandbox
+that vanished (killed, or its E2B timeout passed) fails its attempt with that reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import posixpath
+import random
+import shlex
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from fibreflow.errors import SandboxError, SandboxUnavailable
+from fibreflow.sandbox.base import CommandResult, SandboxProfile
+from fibreflow.sandbox.repo_archive import repo_archive
+
+T = TypeVar("T")
+WORKDIR = "/home/user/repo"
+UPLOAD = ".fibreflow-upload.tar.gz"
+DEFAULT_VCPUS, DEFAULT_MEMORY_MB = 2, 512  # E2B's default sandbox size, if get_info cannot say
+_EXCLUDE = (".fibreflow/", "__pycache__/", "*.pyc", ".pytest_cache/", ".coverage", ".coverage.*")
+_GONE = ("SandboxNotRunningException", "SandboxNotFoundException", "SandboxUnreachableException")
+_RETRYABLE = ("RateLimitException", "ServiceBusyException")
+_SIG_REASONS = {124: "timeout", 152: "cpu", 153: "file_size"}  # the local backend's words
+
+
+def _is(exc: BaseException, *names: str) -> bool:
+    """Whether ``exc`` is one of the SDK's exception classes, by name (real SDK or the fake)."""
+    return any(cls.__name__ in names for cls in type(exc).__mro__)
+
+
+def profile_env(profile: SandboxProfile) -> dict[str, str]:
+    """The profile's fixed variables plus the host variables it lets through (none by default)."""
+    env = dict(profile.env)
+    env.update({name: os.environ[name] for name in profile.env_passthrough if name in os.environ})
+    return env
+
+
+class E2BBackend:
+    """Creates E2B sandboxes; needs ``E2B_API_KEY`` and the ``e2b`` package (or a fake client)."""
+
+    name = "e2b"
+
+    def __init__(self, *, settings: Any = None, api_key: str | None = None, client: Any = None,
+                 run_id: str | None = None, creates_per_second: float | None = None, max_tries: int = 6,
+                 backoff_s: float = 0.5, **_: Any) -> None:
+        if settings is None:
+            from fibreflow.config import load_settings
+
+            settings = load_settings()
+        self.settings = settings
+        self.run_id = run_id
+        self._api_key = api_key or os.environ.get("E2B_API_KEY")
+        if not self._api_key:
+            raise SandboxUnavailable("the e2b backend needs an API key: set E2B_API_KEY in the environment "
+                                     "(create one at https://e2b.dev/dashboard)")
+        if client is None:
+            try:
+                from e2b import Sandbox as client
+            except ImportError:
+                raise SandboxUnavailable("the e2b backend needs the E2B SDK: pip install fibreflow[e2b]") from None
+        self.client = getattr(client, "Sandbox", client)  # a module or a FakeCloud works too
+        self._query_cls = _sdk_attr(self.client, "SandboxQuery")
+        if creates_per_second is None:
+            creates_per_second = settings.sandbox.e2b_creates_per_second
+        self._min_interval = 1.0 / creates_per_second if creates_per_second > 0 else 0.0
+        self._max_tries = max_tries
+        self._backoff_s = backoff_s
+        self._next_create = 0.0
+        self._create_lock = threading.Lock()
+
+    # -- creation ----------------------------------------------------------------------------
+
+    def create(self, repo: str | Path, profile: SandboxProfile | str = "python-tests", *,
+               labels: Mapping[str, str] | None = None) -> E2BSandbox:
+        """A new sandbox holding ``repo``'s files at ``/home/user/repo``, tagged with ``labels``."""
+        from fibreflow.sandbox.profiles import load_profile
+
+        profile = load_profile(profile)
+        labels = dict(labels or {})
+        metadata = {"app": "fibreflow",
+                    "fibreflow_run": labels.get("fibreflow_run") or labels.get("run_id") or self.run_id or "adhoc",
+                    "feature": labels.get("feature_id") or labels.get("feature") or "",
+                    "attempt": labels.get("attempt_id") or labels.get("attempt") or ""}
+        archive = repo_archive(Path(repo))  # before the VM exists: an unreadable repo costs nothing
+        lifetime = int(min(3600, max(300, 3 * profile.wall_timeout_s + 120)))
+        sdk = self._with_retries("create", lambda: self.client.create(
+            template=self.settings.sandbox.e2b_template, timeout=lifetime, metadata=metadata,
+            envs=profile_env(profile), allow_internet_access=profile.network, api_key=self._api_key),
+            throttle=True)
+        box = E2BSandbox(self, sdk, profile, metadata=metadata)
+        try:
+            box._unpack(archive)
+        except BaseException:
+            box.close()
+            raise
+        return box
+
+    def _throttle(self) -> None:
+        with self._create_lock:  # E2B allows 1 (Hobby) to 5 (Pro) creations per second
+            now = time.monotonic()
+            wait = self._next_create - now
+            self._next_create = max(now, self._next_create) + self._min_interval
+        if wait > 0:
+            time.sleep(wait)
+
+    def _with_retries(self, what: str, call: Callable[[], T], *, throttle: bool = False) -> T:
+        for attempt in range(1, self._max_tries + 1):
+            if throttle:
+                self._throttle()
+            try:
+                return call()
+            except Exception as exc:
+                if _is(exc, *_RETRYABLE) and attempt < self._max_tries:
+                    delay = min(30.0, self._backoff_s * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+                    time.sleep(delay)
+                    continue
+                raise _translate(exc, what) from exc
+        raise AssertionError("unreachable")
+
+    # -- reaping -----------------------------------------------------------------------------
+
+    def list_sandboxes(self) -> list[Any]:
+        """Every fibreflow sandbox alive in the E2B team (``SandboxInfo`` records)."""
+        def pages() -> list[Any]:
+            pager = self.client.list(query=self._query_cls(metadata={"app": "fibreflow"}), api_key=self._api_key)
+            found: list[Any] = []
+            while pager.has_next:
+                found += pager.next_items()
+            return found
+        return self._with_retries("list", pages)
+
+    def reap_finished_runs(self, store: Any = None) -> list[str]:
+        """Kill fibreflow sandboxes whose run is no longer ``running`` in the store; returns their ids.
+
+        Sandboxes of runs this store does not know are left alone: they may be a colleague's.
+        """
+        boxes = self.list_sandboxes()
+        runs = sorted({b.metadata.get("fibreflow_run", "") for b in boxes} - {""})
+        if not runs:
+            return []
+        if store is None:
+            from fibreflow.store import open_store
+
+            store = open_store()
+        marks = ", ".join("?" for _ in runs)
+        status = dict(store.query_df(f"SELECT run_id, status FROM runs WHERE run_id IN ({marks})",
+                                     runs).itertuples(index=False, name=None))
+        killed = []
+        for info in boxes:
+            run = info.metadata.get("fibreflow_run", "")
+            if run in status and status[run] != "running":
+                self.kill(info.sandbox_id)
+                killed.append(info.sandbox_id)
+        return killed
+
+    def kill(self, sandbox_id: str) -> bool:
+        """Kill one sandbox by id; False when E2B no longer knows it."""
+        return bool(self._with_retries("kill", lambda: self.client.kill(sandbox_id, api_key=self._api_key)))
+
+
+def _sdk_attr(client: Any, name: str) -> Any:
+    module = sys.modules.get(getattr(client, "__module__", ""), None)
+    found = getattr(module, name, None)
+    if found is None:
+        import e2b
+
+        found = getattr(e2b, name)
+    return found
+
+
+def _translate(exc: BaseException, what: str) -> SandboxError:
+    """The SDK's error as a SandboxError whose message says what happened and what to do."""
+    if _is(exc, "AuthenticationException"):
+        return SandboxUnavailable(f"E2B rejected the API key in E2B_API_KEY ({what}): {exc}")
+    if _is(exc, *_RETRYABLE):
+        return SandboxError(f"E2B kept refusing to {what} (rate limit or capacity) after retries: {exc}")
+    if _is(exc, *_GONE):
+        return SandboxError(f"E2B sandbox is gone (killed, or its E2B timeout passed) during {what}: {exc}")
+    if _is(exc, "TimeoutException"):
+        return SandboxError(f"E2B timed out during {what}: {exc}")
+    return SandboxError(f"E2B {what} failed: {type(exc).__name__}: {exc}")
+
+
+class E2BSandbox:
+    """One E2B sandbox holding a copy of the repository; implements the ``Sandbox`` protocol."""
+
+    backend = "e2b"
+    isolation = "e2b-microvm"
+    workdir = WORKDIR
+
+    def __init__(self, owner: E2BBackend, sdk: Any, profile: SandboxProfile, *,
+                 metadata: Mapping[str, str]) -> None:
+        self._owner = owner
+        self._sdk = sdk
+        self.id: str = sdk.sandbox_id
+        self.profile = profile
+        self.metadata = dict(metadata)
+        self.started_at = dt.datetime.now(dt.UTC)
+        self.ended_at: dt.datetime | None = None
+        self.killed_reason: str | None = None  # why the last killed command was killed
+        self.close_error: str | None = None
+        self._started = time.monotonic()
+        self._ended: float | None = None
+        try:
+            info = sdk.get_info()
+            self.vcpus, self.memory_mb = int(info.cpu_count), int(info.memory_mb)
+        except Exception:  # sizing only feeds the cost estimate; the defaults are E2B's own
+            self.vcpus, self.memory_mb = DEFAULT_VCPUS, DEFAULT_MEMORY_MB
+
+    # -- the protocol --------------------------------------------------------------------------
+
+    def run(self, cmd: str | list[str], *, timeout: float | None = None,
+            env: Mapping[str, str] | None = None) -> CommandResult:
+        """Run ``cmd`` with bash in the workspace under the profile's CPU-time and file-size limits."""
+        text = shlex.join(cmd) if isinstance(cmd, list) else cmd
+        limit = timeout if timeout is not None else self.profile.wall_timeout_s
+        # coreutils timeout kills the command's whole process group inside the VM; the SDK's own
+        # timeout is only the backstop for a wedged connection. "exit $?" keeps bash from exec'ing
+        # timeout, so a death by signal (SIGXCPU, SIGXFSZ) reads as 128+N like everywhere else
+        wrapped = (f"ulimit -S -t {int(self.profile.cpu_time_s)} -f {int(self.profile.max_file_size_mb) * 1024}"
+                   f" 2>/dev/null; timeout -k 5 {max(1, math.ceil(limit))} bash -c {shlex.quote(text)}; exit $?")
+        started = time.monotonic()
+        try:
+            res = self._sdk.commands.run(wrapped, envs=dict(env or {}), cwd=self.workdir, timeout=limit + 30)
+            code, out, err = res.exit_code, res.stdout or "", res.stderr or ""
+        except Exception as exc:
+            if _is(exc, "CommandExitException"):
+                code, out, err = exc.exit_code, exc.stdout or "", exc.stderr or ""  # type: ignore[attr-defined]
+            elif _is(exc, "TimeoutException") and not _is(exc, *_GONE):
+                self.killed_reason = "timeout"
+                return CommandResult(124, "", str(exc), time.monotonic() - started, True, "timeout")
+            else:
+                raise _translate(exc, f"run a command in sandbox {self.id}") from exc
+        duration = time.monotonic() - started
+        reason = _SIG_REASONS.get(code)
+        if code == 137 and duration >= limit:
+            reason = "timeout"
+        if reason is not None:
+            self.killed_reason = reason
+        return CommandResult(code, out, err, duration, reason is not None, reason)
+
+    def write_files(self, files: Mapping[str, str | bytes]) -> None:
+        """Write files given by workspace-relative path, in one request."""
+        entries = [{"path": self._path(p), "data": data} for p, data in files.items()]
+        if entries:
+            self._call("write files", lambda: self._sdk.files.write_files(entries))
+
+    def read_file(self, path: str) -> str:
+        """A workspace file's text; FileNotFoundError if it does not exist."""
+        try:
+            return self._call("read a file", lambda: self._sdk.files.read(self._path(path)))
+        except SandboxError as exc:
+            if _is(exc.__cause__ or exc, "FileNotFoundException"):
+                raise FileNotFoundError(path) from None
+            raise
+
+    def diff(self) -> str:
+        """The attempt's change against the uploaded repository, new files included (git, in the VM)."""
+        res = self.run("git add -A . >/dev/null && git -c core.quotepath=off diff --cached --binary "
+                       "--no-renames --no-color HEAD", timeout=120)
+        if res.exit_code != 0:
+            raise SandboxError(f"git diff failed in E2B sandbox {self.id}: {res.stderr.strip()[-500:]}")
+        return res.stdout
+
+    def close(self) -> None:
+        """Kill the VM (idempotent); its lifetime is then fixed for the cost estimate."""
+        if self._ended is not None:
+            return
+        self._ended = time.monotonic()
+        self.ended_at = dt.datetime.now(dt.UTC)
+        try:
+            self._owner.kill(self.id)
+        except SandboxError as exc:
+            # it still dies at its E2B timeout; the reaper will retry at the run's end
+            self.close_error = str(exc)
+
+    def __enter__(self) -> E2BSandbox:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # -- accounting ----------------------------------------------------------------------------
+
+    @property
+    def lifetime_s(self) -> float:
+        """Seconds from creation to close (or to now, while open)."""
+        return (self._ended or time.monotonic()) - self._started
+
+    def estimated_cost_usd(self) -> float:
+        """E2B's price for this sandbox's lifetime: vCPU-seconds plus GiB-seconds of memory."""
+        s = self._owner.settings.sandbox
+        seconds = self.lifetime_s
+        return seconds * (self.vcpus * s.e2b_vcpu_second_usd + self.memory_mb / 1024 * s.e2b_gib_second_usd)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _path(self, path: str) -> str:
+        if path == "/workspace" or path.startswith("/workspace/"):  # the local backend's mount point
+            path = path[len("/workspace/"):]
+        full = posixpath.normpath(posixpath.join(self.workdir, path))
+        if full != self.workdir and not full.startswith(self.workdir + "/"):
+            raise SandboxError(f"path {path!r} is outside the sandbox's workspace")
+        return full
+
+    def _call(self, what: str, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except Exception as exc:
+            raise _translate(exc, f"{what} in sandbox {self.id}") from exc
+
+    def _unpack(self, archive: bytes) -> None:
+        self._call("upload the repository", lambda: self._sdk.files.write(f"{self.workdir}/{UPLOAD}", archive))
+        exclude = "\\n".join(_EXCLUDE)
+        script = (
+            "command -v git >/dev/null || { echo 'git is not installed in this E2B template' >&2; exit 127; }; "
+            f"tar -xzf {UPLOAD} && rm -f {UPLOAD} && git init -q . && mkdir -p .git/info && "
+            f"printf '{exclude}\\n' >> .git/info/exclude && git add -A . && "
+            "git -c user.name=fibreflow -c user.email=fibreflow@localhost -c commit.gpgsign=false "
+            "commit -q --no-verify --allow-empty -m baseline")
+        res = self.run(script, timeout=300)
+        if res.exit_code != 0:
+            raise SandboxError(f"could not unpack the repository in E2B sandbox {self.id}: "
+                               f"{(res.stderr or res.stdout).strip()[-500:]}")

@@ -1,0 +1,98 @@
+"""Feature lists: parsing, dependency order, and errors that name the file, line, feature and field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fibreflow.errors import ConfigError, RunnerError
+from fibreflow.features import DEFAULT_TEST_COMMAND, FeatureList, load_features
+
+
+def _write(tmp_path: Path, data: object, name: str = "feature_list.json") -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(data, indent=2) if not isinstance(data, str) else data)
+    return path
+
+
+def test_parses_features_in_dependency_order(tmp_path: Path) -> None:
+    path = _write(tmp_path, {"goal": "a shop", "test_command": "pytest -q", "features": [
+        {"id": "checkout", "description": "Pay", "dependencies": ["cart", "users"], "tier": "opus"},
+        {"id": "cart", "description": "A cart", "depends_on": ["users"], "test_command": "pytest tests/cart"},
+        {"id": "users", "description": "Accounts", "agent": "command", "steps": ["sign up", "log in"],
+         "category": "functional", "passes": False},
+        {"id": "docs", "description": "Docs"},
+    ]})
+    fl = FeatureList.load(path)
+    assert fl.goal == "a shop" and fl.source == str(path) and len(fl) == 4
+    assert [f.id for f in fl.ordered()] == ["users", "docs", "cart", "checkout"]
+    checkout, cart, users = fl.get("checkout"), fl.get("cart"), fl.get("users")
+    assert checkout.dependencies == ("cart", "users") and checkout.tier == "opus"
+    assert checkout.test_command == "pytest -q" and cart.test_command == "pytest tests/cart"
+    assert users.agent == "command" and "1. sign up\n2. log in" in users.task_description()
+
+
+def test_a_plain_list_and_default_ids(tmp_path: Path) -> None:
+    fl = FeatureList.load(_write(tmp_path, [{"description": "one"}, {"description": "two"}]))
+    assert [f.id for f in fl] == ["feature-1", "feature-2"]
+    assert all(f.test_command == DEFAULT_TEST_COMMAND for f in fl)
+
+
+def test_a_goal_becomes_one_feature(tmp_path: Path) -> None:
+    fl = load_features("Add a --version flag to the CLI", test_command="pytest -q tests/test_cli.py")
+    assert [(f.id, f.description, f.test_command) for f in fl] == [
+        ("goal", "Add a --version flag to the CLI", "pytest -q tests/test_cli.py")]
+    assert fl.goal == "Add a --version flag to the CLI"
+    assert load_features(_write(tmp_path, [{"description": "x"}])).get("feature-1")
+    with pytest.raises(ConfigError, match="not found"):
+        load_features(str(tmp_path / "missing.json"))
+    with pytest.raises(ConfigError, match="goal is empty"):
+        load_features("   ")
+
+
+@pytest.mark.parametrize("features, message, line", [
+    ([{"id": "a"}], r"feature #1 \('a'\): field 'description' must be a non-empty string", 2),
+    ([{"id": "a", "description": "x", "dependencies": "b"}],
+     r"feature #1 \('a'\): field 'dependencies' must be a list of strings", 5),
+    ([{"id": "a", "description": "x", "tier": "gpt"}], r"field 'tier' must be one of haiku, sonnet, opus", 5),
+    ([{"id": "a", "description": "x", "dependecies": []}], r"unknown field 'dependecies'", 5),
+    ([{"id": "a", "description": "x"}, {"id": "a", "description": "y"}], r"feature #2: duplicate id 'a'", 7),
+    ([{"id": "a", "description": "x", "dependencies": ["ghost"]}], r"unknown dependency 'ghost'", 2),
+    ([{"id": "bad id", "description": "x"}], r"field 'id' must be letters", 3),
+    (["just text"], r"feature #1 must be an object", 2),
+])
+def test_errors_name_file_line_feature_and_field(tmp_path: Path, features: list, message: str,
+                                                 line: int) -> None:
+    path = _write(tmp_path, features)
+    with pytest.raises(ConfigError, match=message) as info:
+        FeatureList.load(path)
+    assert info.value.path == str(path) and info.value.line == line
+    assert str(info.value).startswith(f"{path}:{line}: ")
+
+
+def test_malformed_json_names_the_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, '[\n  {"id": "a",\n   "description": "x",,}\n]')
+    with pytest.raises(ConfigError, match="malformed JSON") as info:
+        FeatureList.load(path)
+    assert info.value.line == 3
+
+
+def test_dependency_cycle_is_named(tmp_path: Path) -> None:
+    path = _write(tmp_path, [{"id": "a", "description": "x", "dependencies": ["c"]},
+                             {"id": "b", "description": "y", "dependencies": ["a"]},
+                             {"id": "c", "description": "z", "dependencies": ["b"]},
+                             {"id": "d", "description": "w", "dependencies": ["d"]}])
+    with pytest.raises(RunnerError, match=r"dependency cycle in the feature list: a -> c -> b -> a"):
+        FeatureList.load(path)
+    with pytest.raises(RunnerError, match=r"d -> d"):
+        FeatureList.from_data([{"id": "d", "description": "w", "dependencies": ["d"]}])
+
+
+def test_yaml_feature_lists_work_too(tmp_path: Path) -> None:
+    path = _write(tmp_path, "features:\n  - id: a\n    description: first\n  - id: b\n    description: 7\n",
+                  "features.yaml")
+    with pytest.raises(ConfigError, match=r"feature #2 \('b'\): field 'description'") as info:
+        FeatureList.load(path)
+    assert info.value.line == 5

@@ -1,0 +1,222 @@
+"""The parallel runner end to end: a real git repo, real local sandboxes, real DuckDB rows."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from fibreflow.agents import AttemptOutcome
+from fibreflow.agents.command import CommandAgent
+from fibreflow.cli import main
+from fibreflow.errors import RunnerError
+from fibreflow.features import FeatureList
+from fibreflow.runner import ParallelRunner, default_workers
+from fibreflow.runner_progress import ProgressEvent, TerminalProgress
+
+# even attempts fix `add`; `mul` is never solved; the rest need no change
+AGENT = ("case \"$FIBREFLOW_FEATURE\" in add) if [ $((FIBREFLOW_ATTEMPT % 2)) -eq 0 ]; then "
+         "printf 'def add(a, b):\\n    return a + b\\n' > calc.py; fi ;; esac; echo done")
+FEATURES = [
+    {"id": "add", "description": "add() adds", "test_command": "python -m pytest -q test_calc.py"},
+    {"id": "sub", "description": "subtraction works", "dependencies": ["add"],
+     "test_command": "python -m pytest -q test_sub.py"},
+    {"id": "mul", "description": "mul() multiplies", "test_command": "python -m pytest -q test_mul.py"},
+    {"id": "pow", "description": "pow() raises", "dependencies": ["mul"]},
+    {"id": "report", "description": "a report", "dependencies": ["pow", "add"]},
+]
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                          check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    r = tmp_path / "repo"
+    r.mkdir()
+    (r / "calc.py").write_text("def add(a, b):\n    return 0\n")
+    (r / "test_calc.py").write_text("from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n")
+    (r / "test_sub.py").write_text("def test_sub():\n    assert 5 - 3 == 2\n")
+    (r / "test_mul.py").write_text("from calc import mul\n\n\ndef test_mul():\n    assert mul(2, 3) == 6\n")
+    (r / ".gitignore").write_text("__pycache__/\n.pytest_cache/\n.coverage*\n")
+    subprocess.run(["git", "init", "-q", str(r)], check=True)
+    _git(r, "add", "-A")
+    _git(r, "commit", "-qm", "init")
+    return r
+
+
+def test_features_run_in_dependency_order_with_parallel_attempts(store, repo: Path) -> None:
+    events: list[ProgressEvent] = []
+    runner = ParallelRunner(store, repo, agent=CommandAgent(AGENT), attempts=3, workers=6,
+                            profile="python-tests", progress=events.append)
+    result = runner.run(FeatureList.from_data(FEATURES))
+
+    assert not result.ok and result.status == "failed"
+    by_id = {f.feature.id: f for f in result.features}
+    assert {k: (f.status, f.passed_count, len(f.attempts)) for k, f in by_id.items()} == {
+        "add": ("passed", 2, 3), "sub": ("passed", 3, 3), "mul": ("failed", 0, 3),
+        "pow": ("skipped", 0, 0), "report": ("skipped", 0, 0)}
+    assert by_id["pow"].reason == "dependency 'mul' failed"
+    assert by_id["report"].reason == "dependency 'pow' was skipped"
+    winners = [a for a in by_id["add"].attempts if a.passed]
+    assert sorted(a.attempt_index for a in winners) == [0, 2]
+    assert all("+    return a + b" in a.diff and a.tests_passed == 1 for a in winners)
+    loser = next(a for a in by_id["add"].attempts if not a.passed)
+    assert loser.tests_failed == 1 and loser.diff == ""
+
+    rid = result.run_id
+    run = store.query_df("SELECT * FROM runs WHERE run_id = ?", [rid]).iloc[0]
+    assert (run.status, run.attempts_per_feature, run.workers, run.backend) == ("failed", 3, 6, "local")
+    assert run.ended_at is not None
+    feats = store.query_df("SELECT feature_id, status FROM features WHERE run_id = ? ORDER BY feature_id", [rid])
+    assert dict(zip(feats.feature_id, feats.status, strict=True)) == {
+        "add": "passed", "mul": "failed", "pow": "skipped", "report": "skipped", "sub": "passed"}
+    rows = store.query_df("SELECT * FROM attempts WHERE run_id = ?", [rid])
+    assert len(rows) == 9 and set(rows.status) == {"passed", "failed"}
+    assert (rows.sandbox_id.notna()).all() and (rows.ended_at >= rows.started_at).all()
+    add_end = rows[rows.feature_id == "add"].ended_at.max()
+    assert (rows[rows.feature_id == "sub"].started_at >= add_end).all()  # dependency order
+    sessions = store.query_df("SELECT * FROM sandbox_sessions WHERE run_id = ?", [rid])
+    assert sorted(sessions.attempt_id) == sorted(rows.attempt_id) and sessions.ended_at.notna().all()
+
+    assert (repo / "calc.py").read_text() == "def add(a, b):\n    return 0\n"  # the working tree is untouched
+    assert _git(repo, "status", "--porcelain") == ""
+    assert events[0].kind == "run_started" and events[-1].kind == "run_finished"
+    assert (events[-1].done, events[-1].total, events[-1].passed, events[-1].failed) == (9, 9, 5, 4)
+
+
+class _Sleepy:
+    name = "sleepy"
+
+    def run(self, task, sandbox) -> AttemptOutcome:
+        time.sleep(1.0)
+        if task.attempt_index == 1:
+            raise RuntimeError("agent crashed")
+        sandbox.write_files({"note.txt": f"attempt {task.attempt_index}\n"})
+        return AttemptOutcome(status="completed", cost_usd=0.5)
+
+
+def test_attempts_overlap_and_a_crashing_agent_fails_only_its_attempt(store, repo: Path) -> None:
+    features = FeatureList.from_goal("leave a note", test_command="test -f note.txt")
+    started = time.monotonic()
+    result = ParallelRunner(store, repo, agent=_Sleepy(), attempts=4, workers=4, profile="quick").run(features)
+    wall = time.monotonic() - started
+    assert wall < 3.5, f"4 one-second attempts with 4 workers took {wall:.1f}s"
+    attempts = {a.attempt_index: a for a in result.features[0].attempts}
+    assert attempts[1].status == "error" and "RuntimeError: agent crashed" in attempts[1].error
+    assert [attempts[i].status for i in (0, 2, 3)] == ["passed"] * 3
+    assert result.ok and result.features[0].to_dict()["cost_usd"] == 1.5
+    assert store.scalar("SELECT count(*) FROM attempts WHERE status = 'error' AND run_id = ?",
+                        [result.run_id]) == 1
+
+
+def test_escalation_hook_retries_at_the_next_tier(store, repo: Path) -> None:
+    agent = CommandAgent('[ "$FIBREFLOW_MODEL_TIER" = sonnet ] && '
+                         "printf 'def mul(a, b):\\n    return a * b\\n' >> calc.py; true")
+    tiers = iter(["sonnet", None])
+    features = FeatureList.from_data([{"id": "mul", "description": "mul", "tier": "haiku",
+                                       "test_command": "python -m pytest -q test_mul.py"}])
+    result = ParallelRunner(store, repo, agent=agent, attempts=2, profile="quick",
+                            escalate=lambda feature, res: next(tiers)).run(features)
+    feature = result.features[0]
+    assert feature.status == "passed" and feature.solved_tier == "sonnet"
+    assert [(a.iteration, a.tier, a.status) for a in sorted(feature.attempts, key=lambda a: a.attempt_id)] == [
+        (1, "haiku", "failed"), (1, "haiku", "failed"), (2, "sonnet", "passed"), (2, "sonnet", "passed")]
+    assert store.scalar("SELECT solved_tier FROM features WHERE run_id = ?", [result.run_id]) == "sonnet"
+
+
+def test_runs_on_e2b_through_the_fake(store, repo: Path, tmp_path: Path) -> None:
+    from fibreflow.sandbox.e2b import E2BBackend
+    from fibreflow.sandbox.e2b_fake import FakeCloud
+
+    cloud = FakeCloud(tmp_path / "cloud", api_key="k")
+    backend = E2BBackend(api_key="k", client=cloud, creates_per_second=0)
+    features = FeatureList.from_data([FEATURES[0]])
+    result = ParallelRunner(store, repo, agent=CommandAgent(AGENT), backend=backend, attempts=2,
+                            profile="quick").run(features)
+    assert result.features[0].passed_count == 1
+    sessions = store.query_df("SELECT backend, est_cost_usd FROM sandbox_sessions WHERE run_id = ?",
+                              [result.run_id])
+    assert list(sessions.backend) == ["e2b", "e2b"] and (sessions.est_cost_usd > 0).all()
+    assert cloud.running() == []
+    cloud.close()
+
+
+def test_default_workers_follow_the_backend() -> None:
+    cpus = os.cpu_count() or 1
+    assert default_workers("local", attempts=1) == min(64, 2 * cpus)
+    assert default_workers("local", attempts=40) == min(64, max(40, 2 * cpus))
+    assert default_workers("e2b", attempts=3) == 20
+
+
+def test_bad_arguments_are_refused(store, repo: Path) -> None:
+    with pytest.raises(RunnerError, match="attempts"):
+        ParallelRunner(store, repo, agent=CommandAgent("true"), attempts=0)
+    with pytest.raises(RunnerError, match="not a directory"):
+        ParallelRunner(store, repo / "missing", agent=CommandAgent("true"))
+    features = FeatureList.from_data([{"id": "a", "description": "x", "agent": "nope"}])
+    with pytest.raises(RunnerError, match="feature 'a': unknown agent 'nope'"):
+        ParallelRunner(store, repo, agent=CommandAgent("true")).run(features)
+
+
+def test_terminal_progress_prints_plain_lines_off_a_tty(tmp_path: Path) -> None:
+    out = (tmp_path / "progress.txt").open("w+")
+    progress = TerminalProgress(out)
+    progress(ProgressEvent("attempt_finished", "r1", 1, 2, 1, 0, 0, 0.5, feature_id="f", attempt_id="r1-f-1-0",
+                           status="passed"))
+    progress(ProgressEvent("run_finished", "r1", 2, 2, 1, 1, 0, 1.0, status="failed"))
+    out.seek(0)
+    lines = out.read().splitlines()
+    assert lines[0].startswith("attempt r1-f-1-0: passed  [1/2 attempts  passed 1  failed 0")
+    assert lines[1].startswith("run r1: failed  [2/2 attempts")
+
+
+def test_build_command(repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["build", "make add() add", "--repo", str(repo), "--attempts", "2", "--profile", "quick",
+                 "--agent-command", AGENT.replace("add)", "goal)"), "--test-command",
+                 "python -m pytest -q test_calc.py", "--json", "--no-progress"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["passed"] is True and out["run_id"].startswith("run-")
+    assert [(f["feature_id"], f["passed"], f["attempts"]) for f in out["features"]] == [("goal", 1, 2)]
+
+    code = main(["build", "never solved", "--repo", str(repo), "--profile", "quick", "--agent-command", "true",
+                 "--test-command", "python -m pytest -q test_mul.py"])
+    captured = capsys.readouterr()
+    assert code == 1 and "goal     failed  0/1" in captured.out and "run run-" in captured.out
+    assert "attempt run-" in captured.err  # progress lines on stderr
+
+    assert main(["build", "x", "--repo", str(repo)]) == 2
+    assert "--agent-command" in capsys.readouterr().err
+    cyclic = tmp_path / "cycle.json"
+    cyclic.write_text(json.dumps([{"id": "a", "description": "x", "dependencies": ["a"]}]))
+    assert main(["build", str(cyclic), "--repo", str(repo), "--agent-command", "true"]) == 2
+    assert "a -> a" in capsys.readouterr().err
+    assert main(["build", str(tmp_path / "missing.json"), "--repo", str(repo), "--agent-command", "true"]) == 2
+
+
+def test_parallel_benchmark_reports_its_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["bench", "parallel", "--json", "--attempts", "3", "--calls", "2", "--latency", "0.3",
+                 "--model", "sleep"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and {"wall_1_s", "wall_15_s", "ratio"} <= set(out)
+    assert out["wall_1_s"] >= 0.6 and out["wall_15_s"] >= 0.6  # the latency was really waited out
+    assert out["ratio"] == pytest.approx(out["wall_15_s"] / out["wall_1_s"], abs=0.01)
+    assert out["ratio"] < 2.5  # three attempts overlapped instead of running one after another
+
+
+def test_notebook_progress_widget_follows_events() -> None:
+    pytest.importorskip("ipywidgets")
+    from fibreflow.runner_progress import NotebookProgress
+
+    widget = NotebookProgress()
+    widget(ProgressEvent("attempt_finished", "r1", 3, 5, 2, 1, 0, 2.0, status="passed"))
+    assert (widget.bar.value, widget.bar.max, widget.bar.bar_style) == (3, 5, "info")
+    assert widget.label.value.startswith("3/5  passed 2  failed 1")
+    widget(ProgressEvent("run_finished", "r1", 5, 5, 3, 2, 0, 4.0, status="failed"))
+    assert widget.bar.bar_style == "danger" and "(failed)" in widget.label.value
