@@ -123,6 +123,55 @@ MIGRATIONS: tuple[Migration, ...] = (
             killed_reason VARCHAR
         );
     """),
+    Migration(8, "llm_calls: one row per model call try, priced from its usage", """
+        CREATE TABLE llm_calls (
+            call_id VARCHAR NOT NULL,
+            run_id VARCHAR,
+            attempt_id VARCHAR,
+            agent VARCHAR,
+            tier VARCHAR,
+            model VARCHAR NOT NULL,
+            try_no INTEGER,
+            input_tokens BIGINT,
+            output_tokens BIGINT,
+            cache_creation_input_tokens BIGINT,
+            cache_read_input_tokens BIGINT,
+            cost_usd DOUBLE,
+            latency_s DOUBLE,
+            status VARCHAR NOT NULL,
+            stop_reason VARCHAR,
+            error VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL,
+            task_text VARCHAR
+        );
+    """),
+    Migration(9, "failure knowledge base: learned patterns and their events", """
+        CREATE TABLE learned_patterns (
+            pattern_id VARCHAR PRIMARY KEY,
+            signature VARCHAR NOT NULL UNIQUE,
+            error_type VARCHAR NOT NULL,
+            affected_module VARCHAR,
+            example VARCHAR,
+            suggested_fix VARCHAR,
+            count INTEGER NOT NULL DEFAULT 1,
+            first_seen TIMESTAMPTZ NOT NULL,
+            last_seen TIMESTAMPTZ NOT NULL,
+            features JSON,
+            agents JSON,
+            weight DOUBLE NOT NULL DEFAULT 1.0,
+            shown INTEGER NOT NULL DEFAULT 0,
+            helped INTEGER NOT NULL DEFAULT 0,
+            retired BOOLEAN NOT NULL DEFAULT FALSE
+        );
+        CREATE TABLE pattern_events (
+            pattern_id VARCHAR NOT NULL,
+            attempt_id VARCHAR,
+            feature_id VARCHAR,
+            agent VARCHAR,
+            event VARCHAR NOT NULL,
+            event_at TIMESTAMPTZ NOT NULL
+        );
+    """),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
