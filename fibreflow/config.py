@@ -20,6 +20,11 @@ from fibreflow.yamlio import load_yaml
 SECRET_ENV_VARS = ("ANTHROPIC_API_KEY", "E2B_API_KEY", "SLACK_BOT_TOKEN", "SLACK_WEBHOOK_URL")
 
 
+def _default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "fibreflow"
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -157,7 +162,9 @@ class Settings(_Section):
 
     db_path: Path = Field(Path("data/fibreflow.duckdb"), description="DuckDB store; FIBREFLOW_DB overrides.")
     reports_dir: Path = Field(Path("reports"), description="Where papermill reports are written.")
-    state_dir: Path = Field(Path(".fibreflow"), description="Runtime state (sandbox registry, pids).")
+    state_dir: Path = Field(default_factory=lambda: _default_state_dir(),
+                            description="Runtime state (sandbox layers and registry, demo data layer); "
+                                        "outside any repository so a build never writes into the user's tree.")
     store: StoreSettings = StoreSettings()
     slack: SlackSettings = SlackSettings()
     sla: SLASettings = SLASettings()

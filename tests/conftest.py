@@ -28,9 +28,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test reads the developer's config, store or secrets."""
+def _isolated_env(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
+                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads the developer's config, store, state or secrets."""
     monkeypatch.setenv("FIBREFLOW_DB", str(tmp_path / "fibreflow.duckdb"))
+    # one state dir per session: sandboxes prepare a minimal /etc there once
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.getbasetemp() / "state"))
     monkeypatch.delenv("FIBREFLOW_CONFIG", raising=False)
     for name in ("ANTHROPIC_API_KEY", "E2B_API_KEY", "SLACK_BOT_TOKEN", "SLACK_WEBHOOK_URL"):
         monkeypatch.delenv(name, raising=False)

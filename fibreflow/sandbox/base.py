@@ -22,6 +22,7 @@ class SandboxProfile:
     network: bool = False
     env_passthrough: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
+    description: str = ""
 
 
 @dataclass(frozen=True)

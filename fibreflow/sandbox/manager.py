@@ -1,0 +1,189 @@
+"""``SandboxManager``: create -> execute -> extract results -> clean up, each session recorded.
+
+One manager serves one run (or one ``fibreflow sandbox run``) and is safe to share between
+worker threads. Every sandbox it creates ends as one ``sandbox_sessions`` row, written in a
+single short transaction at cleanup.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fibreflow.errors import SandboxError
+from fibreflow.sandbox.backends import get_backend
+from fibreflow.sandbox.base import CommandResult, Sandbox, SandboxBackend, SandboxProfile
+from fibreflow.sandbox.profiles import load_profile
+from fibreflow.sandbox.results import instrumented_command, parse_coverage, parse_junit
+from fibreflow.store import Store
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class SandboxResults:
+    """What an attempt left in its sandbox: tests, coverage, diff, logs and timings."""
+
+    tests_passed: int = 0
+    tests_failed: int = 0
+    tests_errors: int = 0
+    tests_skipped: int = 0
+    coverage: float | None = None
+    diff: str = ""
+    logs: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    test_result: CommandResult | None = None
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def tests_ok(self) -> bool:
+        """The test command ran, exited 0 and no test failed or errored."""
+        return (self.test_result is not None and self.test_result.ok
+                and self.tests_failed == 0 and self.tests_errors == 0)
+
+
+@dataclass
+class _Session:
+    feature_id: str
+    attempt_id: str | None
+    profile: str
+    started_at: dt.datetime
+
+
+class SandboxManager:
+    """Creates sandboxes over one repository on one backend and records their sessions."""
+
+    def __init__(self, *, store: Store, repo: str | Path, backend: str | SandboxBackend = "local",
+                 run_id: str | None = None, state_dir: str | Path | None = None) -> None:
+        self.store = store
+        self.repo = Path(repo).expanduser().resolve()
+        self.run_id = run_id
+        if isinstance(backend, str):
+            options = {"state_dir": state_dir} if backend == "local" and state_dir is not None else {}
+            backend = get_backend(backend, **options)
+        self.backend: SandboxBackend = backend
+        self._sessions: dict[str, _Session] = {}
+        self._lock = threading.Lock()
+
+    def create_sandbox(self, feature_id: str, profile: str | SandboxProfile = "python-tests", *,
+                       attempt_id: str | None = None) -> Sandbox:
+        """A fresh sandbox for one attempt at ``feature_id``."""
+        prof = load_profile(profile)
+        labels = {"feature": feature_id}
+        if self.run_id:
+            labels["fibreflow_run"] = self.run_id
+        if attempt_id:
+            labels["attempt"] = attempt_id
+        started = _now()
+        sandbox = self.backend.create(self.repo, prof, labels=labels)
+        with self._lock:
+            self._sessions[sandbox.id] = _Session(feature_id, attempt_id, prof.name,
+                                                  getattr(sandbox, "started_at", started))
+        return sandbox
+
+    @contextmanager
+    def session(self, feature_id: str, profile: str | SandboxProfile = "python-tests", *,
+                attempt_id: str | None = None) -> Iterator[Sandbox]:
+        """``create_sandbox`` + ``cleanup_sandbox`` around a block (outcome ``error`` if it raises)."""
+        sandbox = self.create_sandbox(feature_id, profile, attempt_id=attempt_id)
+        outcome = "closed"
+        try:
+            yield sandbox
+        except BaseException:
+            outcome = "error"
+            raise
+        finally:
+            self.cleanup_sandbox(sandbox, outcome=outcome)
+
+    def execute_feature(self, sandbox: Sandbox, task: Any, agent: Any) -> Any:
+        """Let ``agent`` work on ``task`` inside ``sandbox``; returns what ``agent.run`` returns."""
+        return agent.run(task, sandbox)
+
+    def extract_results(self, sandbox: Sandbox, *, test_command: str | None = None,
+                        junit_path: str = ".fibreflow/junit.xml",
+                        coverage_path: str = ".fibreflow/coverage.json") -> SandboxResults:
+        """Run the tests (if ``test_command``), then collect their report, coverage and the diff."""
+        results = SandboxResults()
+        started = time.monotonic()
+        if test_command:
+            command = instrumented_command(test_command, junit_path=junit_path, coverage_path=coverage_path)
+            test = sandbox.run(command)
+            results.test_result = test
+            results.timings["tests_s"] = test.duration_s
+            results.logs = test.stdout + (("\n" + test.stderr) if test.stderr else "")
+        t0 = time.monotonic()
+        junit = _read_optional(sandbox, junit_path)
+        if junit is not None:
+            try:
+                counts = parse_junit(junit)
+            except (ValueError, SyntaxError) as exc:  # ET.ParseError is a SyntaxError
+                results.logs += f"\n[fibreflow: unreadable JUnit report {junit_path}: {exc}]"
+            else:
+                results.tests_passed, results.tests_failed = counts.passed, counts.failed
+                results.tests_errors, results.tests_skipped = counts.errors, counts.skipped
+                results.failures = counts.failures
+        report = _read_optional(sandbox, coverage_path)
+        if report is not None:
+            results.coverage = parse_coverage(report)
+        results.timings["reports_s"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        results.diff = sandbox.diff()
+        results.timings["diff_s"] = time.monotonic() - t0
+        results.timings["total_s"] = time.monotonic() - started
+        return results
+
+    def cleanup_sandbox(self, sandbox: Sandbox, *, outcome: str = "closed") -> None:
+        """Close the sandbox and record its session (once; a second call does nothing)."""
+        with self._lock:
+            session = self._sessions.pop(sandbox.id, None)
+        error: BaseException | None = None
+        try:
+            sandbox.close()
+        except Exception as exc:  # recorded first, raised after: a failed cleanup must leave a trace
+            error = exc
+        if session is not None:
+            self.store.insert_rows("sandbox_sessions", [self._row(sandbox, session, outcome, error)])
+        if error is not None:
+            raise SandboxError(f"cleanup of sandbox {sandbox.id} failed: {error}") from error
+
+    def _row(self, sandbox: Sandbox, session: _Session, outcome: str,
+             error: BaseException | None) -> dict[str, Any]:
+        cost = getattr(sandbox, "estimated_cost_usd", None)
+        try:
+            est_cost = float(cost()) if callable(cost) else 0.0
+        except Exception:
+            est_cost = None
+        cpu = getattr(sandbox, "cpu_seconds", None)
+        return {
+            "session_id": sandbox.id,
+            "backend": sandbox.backend,
+            "profile": session.profile,
+            "isolation": getattr(sandbox, "isolation", sandbox.backend),
+            "run_id": self.run_id,
+            "feature_id": session.feature_id,
+            "attempt_id": session.attempt_id,
+            "started_at": session.started_at,
+            "ended_at": getattr(sandbox, "ended_at", None) or _now(),
+            "cpu_s": round(float(cpu), 6) if isinstance(cpu, int | float) else None,
+            "est_cost_usd": est_cost,
+            "outcome": "cleanup_failed" if error is not None else outcome,
+            "killed_reason": getattr(sandbox, "killed_reason", None),
+        }
+
+
+def _read_optional(sandbox: Sandbox, path: str) -> str | None:
+    try:
+        return sandbox.read_file(path)
+    except (FileNotFoundError, SandboxError):
+        return None
+
+
+__all__ = ["SandboxManager", "SandboxResults"]
