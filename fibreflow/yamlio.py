@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +95,18 @@ def expand_env(value: str, *, env: Mapping[str, str] | None = None, path: str | 
 def env_refs(value: str) -> list[str]:
     """Names of the environment variables a string refers to."""
     return [m.group(1) for m in _ENV_REF.finditer(value)]
+
+
+@contextmanager
+def environ_overlay(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for the ``with`` block and restore the previous ones after."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old

@@ -23,12 +23,11 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from fibreflow.errors import BenchmarkError
+from fibreflow.yamlio import environ_overlay
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "data" / "slas.example.yaml"
 ALERT_SLA = "neon_to_convex_max_delay"
@@ -46,20 +45,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compliance-runs", type=int, default=5, help="timed compliance queries (default 5)")
 
 
-@contextmanager
-def _environ(values: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
-
-
 def _p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20, method="inclusive")[18] if len(values) > 1 else values[0]
 
@@ -74,7 +59,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="fibreflow-bench-sla-") as tmp, \
             LocalDataLayer(Path(tmp) / "sources", pg_dsn=args.pg) as layer, \
-            SlackReceiver() as slack, _environ(layer.env()):
+            SlackReceiver() as slack, environ_overlay(layer.env()):
         config = load_sla_config(args.config)
         if len(config.checks) != 12:
             raise BenchmarkError(f"{args.config} defines {len(config.checks)} SLAs, the benchmark expects 12")

@@ -9,13 +9,12 @@ to the history.
 from __future__ import annotations
 
 import argparse
-import os
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fibreflow.sla.model import CheckResult
+from fibreflow.yamlio import environ_overlay
 
 DEMO_DATA = Path(__file__).resolve().parents[2] / "data" / "demo"
 Print = Callable[[str], None]
@@ -28,20 +27,6 @@ class DemoSummary:
     cycles: list[list[CheckResult]] = field(default_factory=list)
     alerts: list[str] = field(default_factory=list)
     reports: dict[str, str] = field(default_factory=dict)
-
-
-@contextmanager
-def _environment(values: Mapping[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
 
 
 def _print_cycle(label: str, results: list[CheckResult], out: Print) -> None:
@@ -72,7 +57,7 @@ def run_sla_demo(*, workdir: Path, store_path: Path | None = None, report: bool 
     out("== SLA monitoring (LOCAL DEMO DATA LAYER: a SQLite table, an image folder and an HTTP")
     out("   endpoint on 127.0.0.1 stand in for Neon, Convex and the VLM store; nothing real is checked)")
     with DemoDataLayer(workdir / "datalayer") as layer, SlackReceiver() as slack, \
-            _environment(layer.environment()):
+            environ_overlay(layer.environment()):
         out(f"   data layer: {layer.root}  http: {layer.url}  alerts -> local Slack receiver {slack.url}")
         dispatcher = AlertDispatcher(store, config.alerts, config.monitoring, settings,
                                      environ={"SLACK_WEBHOOK_URL": slack.webhook_url})

@@ -8,14 +8,12 @@ real sources to measure without any network or credentials. The demo can make it
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import sqlite3
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+
+from fibreflow.sla.localdata import LocalHTTPSource
 
 
 class DemoDataLayer:
@@ -25,8 +23,7 @@ class DemoDataLayer:
         self.root = root
         self.db_path = root / "delivery.sqlite"
         self.images = root / "images"
-        self._server: ThreadingHTTPServer | None = None
-        self._convex_updated_at = dt.datetime.now(dt.UTC)
+        self._http: LocalHTTPSource | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -37,36 +34,15 @@ class DemoDataLayer:
             con.execute("CREATE TABLE IF NOT EXISTS delivery_reports "
                         "(id INTEGER PRIMARY KEY, site TEXT, updated_at TEXT NOT NULL)")
             con.execute("CREATE TABLE IF NOT EXISTS qfield_sync_events (id INTEGER PRIMARY KEY, at TEXT NOT NULL)")
-        layer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                if self.path.startswith("/api/latest"):
-                    body: dict[str, Any] = {"updated_at": layer._convex_updated_at.isoformat()}
-                elif self.path.startswith("/health"):
-                    body = {"status": "ok"}
-                else:
-                    self.send_error(404)
-                    return
-                data = json.dumps(body).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                return
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, name="demo-datalayer", daemon=True).start()
+        self._http = LocalHTTPSource()
+        self._http.route("/health", {"status": "ok"})
+        self._set_convex(dt.datetime.now(dt.UTC))
         return self
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        if self._http is not None:
+            self._http.close()
+            self._http = None
 
     def __enter__(self) -> DemoDataLayer:
         return self.start()
@@ -79,10 +55,9 @@ class DemoDataLayer:
 
     @property
     def url(self) -> str:
-        if self._server is None:
+        if self._http is None:
             raise RuntimeError("the demo data layer is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._http.url
 
     def environment(self) -> dict[str, str]:
         """The ``${VAR}`` values of ``data/demo/slas.demo.yaml``."""
@@ -101,7 +76,7 @@ class DemoDataLayer:
             con.execute("INSERT INTO delivery_reports (site, updated_at) VALUES (?, ?)",
                         ("DR-demo", at.isoformat()))
             con.execute("INSERT INTO qfield_sync_events (at) VALUES (?)", (at.isoformat(),))
-        self._convex_updated_at = at
+        self._set_convex(at)
         image = self.images / f"DR{int(at.timestamp())}.jpg"
         image.write_bytes(b"\xff\xd8\xff\xe0demo\xff\xd9")
         os.utime(image, (at.timestamp(), at.timestamp()))
@@ -112,4 +87,8 @@ class DemoDataLayer:
         with sqlite3.connect(self.db_path) as con:
             con.execute("INSERT INTO delivery_reports (site, updated_at) VALUES (?, ?)",
                         ("DR-demo", now.isoformat()))
-        self._convex_updated_at = now - dt.timedelta(minutes=minutes)
+        self._set_convex(now - dt.timedelta(minutes=minutes))
+
+    def _set_convex(self, at: dt.datetime) -> None:
+        assert self._http is not None
+        self._http.route("/api/latest", {"updated_at": at.isoformat()})
