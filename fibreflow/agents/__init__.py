@@ -21,6 +21,7 @@ AttemptStatus = Literal["completed", "failed", "error", "limit"]
 
 # name -> "module:Class"; imported lazily so an agent's heavy dependencies load only when used
 AGENTS: dict[str, str] = {
+    "claude": "fibreflow.agents.claude:ClaudeAgent",
     "command": "fibreflow.agents.command:CommandAgent",
 }
 
