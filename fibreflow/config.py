@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fibreflow.errors import ConfigError
 from fibreflow.yamlio import load_yaml
@@ -157,6 +157,66 @@ class SimulationSettings(_Section):
         return {**_default_rate_limits(), **value}
 
 
+class SmokeCheck(_Section):
+    """One smoke test after the staging deploy: an HTTP GET expecting a status, or a command."""
+
+    name: str | None = Field(None, description="Label in the store and the notification (default: the URL or command).")
+    url: str | None = Field(None, description="URL to GET ('${VAR}' and '{staging_url}' are expanded).")
+    expect_status: int = Field(200, ge=100, le=599, description="HTTP status the URL must answer with.")
+    command: str | None = Field(None, description="Shell command that must exit 0 (runs in a checkout of the winner).")
+    timeout_s: float = Field(30.0, gt=0, description="How long the check may take; a URL is retried until then.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SmokeCheck:
+        if (self.url is None) == (self.command is None):
+            raise ValueError("a smoke check needs exactly one of 'url' or 'command'")
+        return self
+
+    @property
+    def label(self) -> str:
+        """The name, else the URL or command."""
+        return self.name or self.url or self.command or "smoke"
+
+
+class SLAGateSettings(_Section):
+    """The data-freshness gate run before each deploy step (``require_fresh_data``)."""
+
+    names: list[str] | None = Field(None, description="SLAs to check (None: every SLA of the file).")
+    policy: Literal["abort", "warn"] = Field("abort", description="abort: a violation stops the deploy; warn: it is recorded.")
+    config_path: Path | None = Field(None, description="SLA definitions file (None: sla.config_path).")
+
+
+class AutopilotSettings(_Section):
+    """``fibreflow build --autopilot``: attempts, deploy commands, smoke checks, gate and notification.
+
+    The coverage a winner needs is ``selection.coverage_floor``.
+    """
+
+    attempts: int = Field(15, ge=1, description="Attempts per feature.")
+    workers: int | None = Field(None, ge=1, description="Attempts at once (None: the runner's default).")
+    max_features: int = Field(12, ge=1, description="Most features a goal may be decomposed into.")
+    decompose_tier: str | None = Field(None, description="Model tier of the decomposition call (None: routed).")
+    branch_prefix: str = Field("fibreflow", description="Winners are committed to <prefix>/<run>/<feature>.")
+    staging_command: str | None = Field(None, description="Shell command deploying the winner to staging "
+                                        "(runs in a checkout of it; None: no staging deploy).")
+    staging_url: str | None = Field(None, description="Where staging is reachable, for smoke checks and the "
+                                    "message ('${VAR}' allowed; a FIBREFLOW_STAGING_URL=... line printed by "
+                                    "the staging command wins).")
+    production_command: str | None = Field(None, description="Shell command deploying the approved winner "
+                                           "to production (None: approval deploys nothing).")
+    command_timeout_s: float = Field(900.0, gt=0, description="Longest a deploy command may run.")
+    smoke_checks: list[SmokeCheck] = Field(default_factory=list, description="Checks run after the staging deploy.")
+    sla_gate: SLAGateSettings | None = Field(None, description="Freshness gate before each deploy (None: no gate).")
+    notify_channel: str | None = Field(None, description="Slack channel of the approval request (None: slack.channel).")
+
+    @field_validator("decompose_tier")
+    @classmethod
+    def _tier(cls, value: str | None) -> str | None:
+        if value is not None and value not in TIERS:
+            raise ValueError(f"unknown tier {value!r} (known: {', '.join(TIERS)})")
+        return value
+
+
 class Settings(_Section):
     """Everything configurable; every field has a default so no file is needed."""
 
@@ -172,6 +232,7 @@ class Settings(_Section):
     models: ModelsSettings = ModelsSettings()
     selection: SelectionSettings = SelectionSettings()
     simulation: SimulationSettings = SimulationSettings()
+    autopilot: AutopilotSettings = AutopilotSettings()
 
     source: Path | None = Field(None, exclude=True, description="The file these settings came from.")
 

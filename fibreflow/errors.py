@@ -16,6 +16,7 @@
     ├── AgentError                 an agent failed outside its own attempt's outcome
     ├── LLMError                   a model call failed for good (after its retries, or not retryable)
     ├── RunnerError                the feature runner could not run (bad feature list, cycle)
+    ├── AutopilotError             an autopilot step failed or a run is not in the state asked for
     ├── ReportError                a papermill report failed (names the cell)
     ├── SimulationError            the what-if simulator has no history to calibrate on
     └── BenchmarkError             a benchmark could not run
@@ -134,6 +135,15 @@ class RunnerError(FibreflowError):
     """The parallel runner was given something it cannot run."""
 
 
+class AutopilotError(FibreflowError):
+    """An autopilot step failed, or a run is not in the state a command needs; names the step."""
+
+    def __init__(self, message: str, *, step: str | None = None, detail: Any = None) -> None:
+        self.step = step
+        self.detail = detail
+        super().__init__(message)
+
+
 class ReportError(FibreflowError):
     """A papermill report failed; carries the failing cell."""
 
@@ -157,6 +167,7 @@ class BenchmarkError(FibreflowError):
 __all__ = [
     "AgentError",
     "AlertDeliveryError",
+    "AutopilotError",
     "BenchmarkError",
     "CheckError",
     "ConditionError",

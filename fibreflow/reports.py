@@ -28,6 +28,7 @@ NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 
 #: Report name -> notebook under ``notebooks/``.
 REPORTS: dict[str, str] = {
+    "build": "build.ipynb",
     "cost": "cost_report.ipynb",
     "sla": "sla_report.ipynb",
 }

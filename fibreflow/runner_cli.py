@@ -16,15 +16,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "N agent attempts, each in its own sandbox, features in dependency order. "
                     "Nothing is written to the repository: results and diffs go to the store. "
                     "Exit 0 when every feature has a passing attempt, 1 otherwise.")
-    p.add_argument("spec", metavar="FEATURES_OR_GOAL", help="feature_list.json (or .yaml), or a goal text")
+    p.add_argument("spec", metavar="FEATURES_OR_GOAL", nargs="?",
+                   help="feature_list.json (or .yaml), or a goal text")
     p.add_argument("--repo", default=".", help="the repository the sandboxes copy (default: .)")
-    p.add_argument("--attempts", type=int, default=1, metavar="N", help="attempts per feature (default 1)")
+    p.add_argument("--attempts", type=int, default=None, metavar="N",
+                   help="attempts per feature (default 1; with --autopilot: autopilot.attempts, 15)")
     p.add_argument("--workers", type=int, default=None, metavar="W",
                    help="attempts at once (default: local 2x cores and at least N; e2b: the plan's concurrency)")
     p.add_argument("--backend", choices=("local", "e2b"), default=None,
                    help="sandbox backend (default: sandbox.backend in the settings, local)")
     p.add_argument("--profile", default=None, help="sandbox profile (default: sandbox.profile, python-tests)")
-    p.add_argument("--agent", default="command", help="agent name (default: command)")
+    p.add_argument("--agent", default=None, help="agent name (default: command; with --autopilot: claude)")
     p.add_argument("--agent-command", default=None, metavar="CMD",
                    help="for --agent command: the shell command run in each sandbox "
                         "(the task is in $FIBREFLOW_TASK and .fibreflow/task.md)")
@@ -37,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run every attempt in its own sandbox (the default and only mode)")
     p.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    from fibreflow.autopilot_cli import add_build_arguments
+
+    add_build_arguments(p)
     p.set_defaults(func=build)
 
 
@@ -57,6 +62,14 @@ def build(args: argparse.Namespace) -> int:
     from fibreflow.sandbox.profiles import load_profile
     from fibreflow.store import open_store
 
+    if args.autopilot or args.resume:
+        from fibreflow.autopilot_cli import build_autopilot
+
+        return build_autopilot(args)
+    if args.spec is None:
+        return _usage("give FEATURES_OR_GOAL (a feature_list.json or a goal text)")
+    args.attempts = 1 if args.attempts is None else args.attempts
+    args.agent = args.agent or "command"
     if args.attempts < 1:
         return _usage(f"--attempts must be at least 1, got {args.attempts}")
     if args.workers is not None and args.workers < 1:

@@ -123,7 +123,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             killed_reason VARCHAR
         );
     """),
-    Migration(8, "llm_calls: one row per model call try, priced from its usage", """
+    Migration(3, "llm_calls: one row per model call try, priced from its usage", """
         CREATE TABLE llm_calls (
             call_id VARCHAR NOT NULL,
             run_id VARCHAR,
@@ -145,7 +145,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             task_text VARCHAR
         );
     """),
-    Migration(9, "failure knowledge base: learned patterns and their events", """
+    Migration(4, "failure knowledge base: learned patterns and their events", """
         CREATE TABLE learned_patterns (
             pattern_id VARCHAR PRIMARY KEY,
             signature VARCHAR NOT NULL UNIQUE,
@@ -170,6 +170,43 @@ MIGRATIONS: tuple[Migration, ...] = (
             agent VARCHAR,
             event VARCHAR NOT NULL,
             event_at TIMESTAMPTZ NOT NULL
+        );
+    """),
+    Migration(5, "autopilot: runs awaiting approval and every step of them", """
+        CREATE TABLE autopilot_runs (
+            run_id VARCHAR PRIMARY KEY,
+            goal VARCHAR,
+            repo VARCHAR NOT NULL,
+            base_ref VARCHAR,
+            base_commit VARCHAR NOT NULL,
+            state VARCHAR NOT NULL,
+            options JSON,
+            features JSON,
+            branch VARCHAR,
+            commit_sha VARCHAR,
+            winner_attempt_id VARCHAR,
+            staging_url VARCHAR,
+            needs_review BOOLEAN,
+            cost_usd DOUBLE,
+            owner_pid INTEGER,
+            decided_by VARCHAR,
+            decision_reason VARCHAR,
+            decided_at TIMESTAMPTZ,
+            error VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL
+        );
+        CREATE TABLE autopilot_steps (
+            run_id VARCHAR NOT NULL,
+            seq INTEGER NOT NULL,
+            step VARCHAR NOT NULL,
+            feature_id VARCHAR,
+            try_no INTEGER NOT NULL,
+            status VARCHAR NOT NULL,
+            detail JSON,
+            error VARCHAR,
+            started_at TIMESTAMPTZ NOT NULL,
+            ended_at TIMESTAMPTZ
         );
     """),
 )

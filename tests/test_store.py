@@ -118,3 +118,9 @@ def test_processes_share_the_store_without_lock_errors_or_lost_rows(store: Store
         assert p.exitcode == 0
     assert seen == sorted(seen)  # readers never see rows vanish
     assert store.scalar("SELECT count(*) FROM sla_checks") == 800
+
+
+def test_migrations_are_numbered_in_order_without_gaps() -> None:
+    from fibreflow.schema import MIGRATIONS
+
+    assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))

@@ -1,0 +1,158 @@
+"""The build step of one feature: N sandboxed attempts with the knowledge base in the loop.
+
+Before the attempts, the patterns learned from earlier failures that fit this agent and feature
+go to every attempt as its "known pitfalls" (the runner's ``learnings`` hook); after them, each
+failing attempt's executed evidence is stored in the knowledge base and every shown pattern is
+scored by how the attempt went. Attempts are read back from the ``attempts`` table, so the
+selection after a resumed run sees exactly what the build recorded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from fibreflow.agents import Agent, get_agent
+from fibreflow.errors import AgentError
+from fibreflow.features import Feature, FeatureList
+from fibreflow.learning import AgentAttempt, FailureKnowledgeBase, LearningContext
+from fibreflow.runner_progress import ProgressCallback
+from fibreflow.store import Store
+
+
+class AgentFactory:
+    """Builds agents by name from the run's options and closes the ones it built."""
+
+    def __init__(self, options: dict[str, Any], *, store: Store, given: Agent | None = None) -> None:
+        self.options = options
+        self.store = store
+        self.given = given
+        self.made: list[Any] = []
+
+    def __call__(self, name: str) -> Agent:
+        if self.given is not None and name == getattr(self.given, "name", None):
+            return self.given
+        o = self.options
+        if name == "command":
+            if not o.get("agent_command"):
+                raise AgentError("the command agent needs a command: --agent-command CMD (agent_command=)")
+            agent = get_agent("command", command=o["agent_command"], timeout=o.get("agent_timeout"))
+        elif name == "claude":
+            extra = {"script": o["agent_script"]} if o.get("agent_script") else {}
+            agent = get_agent("claude", offline=bool(o.get("offline")), store=self.store, **extra)
+        else:
+            agent = get_agent(name)
+        self.made.append(agent)
+        return agent
+
+    def close(self) -> None:
+        """Close agents that hold a client or a scripted server."""
+        for agent in self.made:
+            close = getattr(agent, "close", None)
+            if callable(close):
+                close()
+        self.made.clear()
+
+
+def run_feature(store: Store, repo: Path, feature: Feature, *, goal: str | None, runner_run_id: str,
+                agents: AgentFactory, attempts: int, workers: int | None, backend: str, profile: str,
+                progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """Run ``attempts`` attempts at ``feature`` on the files of ``repo``; the build step's detail."""
+    from fibreflow.runner import ParallelRunner
+
+    kb = FailureKnowledgeBase(store)
+    agent_name = feature.agent or str(agents.options.get("agent") or "claude")
+    agent = agents(agent_name)
+    shown: list[str] = []
+
+    def learnings(f: Feature) -> list[str]:
+        found = kb.get_relevant_learnings(LearningContext(agent=agent_name, feature_text=f.task_description()))
+        shown[:] = [item.pattern_id for item in found]
+        return [item.as_prompt() for item in found]
+
+    # dependencies are already in the base commit this feature builds on
+    alone = FeatureList((dataclasses.replace(feature, dependencies=(), agent=None),), goal=goal,
+                        source=f"autopilot:{feature.id}")
+    runner = ParallelRunner(store, repo, agent=agent, backend=backend, profile=profile, attempts=attempts,
+                            workers=workers, run_id=runner_run_id, progress=progress, agent_factory=agents,
+                            learnings=learnings)
+    result = runner.run(alone)
+    tried = load_attempts(store, runner_run_id, feature)
+    stored = learn_from(kb, tried, shown)
+    f = result.features[0]
+    return {"runner_run_id": runner_run_id, "agent": agent_name, "attempts": len(f.attempts),
+            "passed": f.passed_count, "status": f.status, "reason": f.reason,
+            "cost_usd": round(sum(a.cost_usd for a in f.attempts), 6), "duration_s": round(result.duration_s, 3),
+            "learnings_shown": shown, "patterns_stored": stored, "workers": runner.workers}
+
+
+def learn_from(kb: FailureKnowledgeBase, attempts: list[AgentAttempt], shown: list[str]) -> list[str]:
+    """Store each failure's evidence and score the shown patterns; the pattern ids stored."""
+    stored: list[str] = []
+    for attempt in attempts:
+        if not attempt.passed:
+            pid = kb.store_failure(attempt)
+            if pid is not None and pid not in stored:
+                stored.append(pid)
+        if shown:
+            kb.record_outcome(shown, attempt)
+    return stored
+
+
+def load_attempts(store: Store, runner_run_id: str, feature: Feature) -> list[AgentAttempt]:
+    """The recorded attempts of one build as ``AgentAttempt`` objects, in attempt order."""
+    df = store.query_df("SELECT * FROM attempts WHERE run_id = ? AND feature_id = ? ORDER BY started_at, attempt_id",
+                        [runner_run_id, feature.id])
+    out = []
+    for r in df.to_dict("records"):
+        val = _Row(r)
+        attempt = AgentAttempt(
+            feature_id=feature.id, sandbox_id=val("sandbox_id"), test_coverage=val("coverage"),
+            tests_passed=int(val("tests_passed", 0)), tests_failed=int(val("tests_failed", 0)),
+            execution_time=val("duration_s"), agent=str(val("agent", "")), attempt_id=r["attempt_id"],
+            run_id=runner_run_id, iteration=int(val("iteration", 1)), diff=val("diff", "") or "",
+            test_output=val("log", "") or "", killed_reason=val("killed_reason"),
+            exit_code=None if val("exit_code") is None else int(val("exit_code")), tier=val("tier"), stage="test",
+            feature_text=feature.task_description())
+        attempt.artifacts["status"] = r["status"]
+        attempt.artifacts["cost_usd"] = float(val("cost_usd", 0.0))
+        attempt.artifacts["error"] = val("error")
+        if r["status"] != "passed" and attempt.passed:
+            # tests passed but the runner failed the attempt (its agent ended in an error)
+            attempt.artifacts["runner_failed"] = True
+        out.append(attempt)
+    return out
+
+
+class _Row:
+    """A DataFrame record read with defaults: None and NaN (pandas' missing value) are missing."""
+
+    def __init__(self, row: dict[str, Any]) -> None:
+        self.row = row
+
+    def __call__(self, key: str, default: Any = None) -> Any:
+        v = self.row.get(key)
+        return default if v is None or v != v else v
+
+
+def is_test_file(path: str) -> bool:
+    """A pytest file by its name: ``test_*.py`` or ``*_test.py``."""
+    name = path.rsplit("/", 1)[-1]
+    return name.endswith(".py") and (name.startswith("test_") or name.endswith("_test.py"))
+
+
+def repo_tests(root: Path, *, limit: int = 100, max_bytes: int = 200_000) -> dict[str, str]:
+    """The test files of an exported tree (path -> text), for the selection's shared pool."""
+    found: dict[str, str] = {}
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith(".git/") or not is_test_file(rel) or path.stat().st_size > max_bytes:
+            continue
+        found[rel] = path.read_text(errors="replace")
+        if len(found) >= limit:
+            break
+    return found
+
+
+__all__ = ["AgentFactory", "is_test_file", "learn_from", "load_attempts", "repo_tests", "run_feature"]

@@ -1,0 +1,285 @@
+"""The autopilot pipeline: goal -> features -> N attempts each -> winner -> branch -> staging ->
+smoke -> approval request, every step a row in ``autopilot_steps``.
+
+Features are built one after another in dependency order, each on top of the winners before
+it: feature k's attempts work on an export of feature k-1's commit, and its winner becomes a
+commit on ``<prefix>/<run>/<feature k>`` whose parent is that commit. The last branch holds the
+whole goal; it is what staging and production get. ``resume_autopilot`` re-enters the same
+sequence and skips every step whose latest try completed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fibreflow.agents import Agent
+from fibreflow.autopilot import gitrepo
+from fibreflow.autopilot.build import AgentFactory, load_attempts, run_feature
+from fibreflow.autopilot.result import AutopilotResult, load_result, run_cost, run_summary
+from fibreflow.autopilot.stages import deploy_step, gate_step, smoke_step
+from fibreflow.autopilot.state import DONE, Done, RunLog, StepRow, pid_alive
+from fibreflow.config import Settings, load_settings
+from fibreflow.errors import AlertDeliveryError, AutopilotError, ConfigError
+from fibreflow.features import Feature, FeatureList
+from fibreflow.runner_progress import ProgressCallback
+from fibreflow.store import Store, open_store
+
+Echo = Callable[[str], None]
+
+
+@dataclasses.dataclass
+class Context:
+    """What every step of one run needs."""
+
+    store: Store
+    settings: Settings
+    log: RunLog
+    run: dict[str, Any]
+    echo: Echo | None = None
+    progress: ProgressCallback | None = None
+    agent: Agent | None = None
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return self.run["options"]
+
+    @property
+    def repo(self) -> Path:
+        return Path(self.run["repo"])
+
+    def step(self, name: str, fn: Callable[[], Done], *, feature_id: str | None = None) -> StepRow:
+        return self.log.run_step(name, fn, feature_id=feature_id, echo=self.echo)
+
+
+def run_autopilot(goal: str | None = None, *, repo: str | Path = ".", features: str | Path | None = None,
+                  attempts: int | None = None, workers: int | None = None, agent: str | Agent = "claude",
+                  agent_command: str | None = None, agent_timeout: float | None = None,
+                  agent_script: str | None = None, offline: bool = False, decompose_script: str | None = None,
+                  backend: str | None = None, profile: str | None = None, test_command: str | None = None,
+                  coverage_floor: float | None = None, run_id: str | None = None, store: Store | None = None,
+                  settings: Settings | None = None, progress: ProgressCallback | None = None,
+                  echo: Echo | None = None) -> AutopilotResult:
+    """Build ``goal`` (or the feature list ``features``) and stop at the approval request.
+
+    ``agent`` is ``claude`` (``offline=True``: the scripted model, ``agent_script`` its
+    conversation), ``command`` (with ``agent_command``) or an Agent object. Defaults come from
+    the ``autopilot`` and ``sandbox`` settings. Returns the run; a failed step leaves it
+    ``failed`` (resumable) with ``failed_step`` and ``error`` set.
+    """
+    from fibreflow.runner import new_run_id
+    from fibreflow.sandbox.profiles import load_profile
+
+    settings = settings or load_settings()
+    if not (goal and goal.strip()) and features is None:
+        raise ConfigError("give a goal or a feature list (features=)", key="goal")
+    n = attempts if attempts is not None else settings.autopilot.attempts
+    if n < 1:
+        raise ConfigError(f"attempts must be at least 1, got {n}", key="attempts")
+    if coverage_floor is not None and not 0 <= coverage_floor <= 1:
+        raise ConfigError(f"coverage_floor must be between 0 and 1, got {coverage_floor}", key="coverage_floor")
+    profile = profile or settings.sandbox.profile
+    load_profile(profile)
+    if features is not None:
+        FeatureList.load(features, test_command=test_command)  # a bad file is a usage error before any run exists
+    store = store or open_store(settings.db_path)
+    root = gitrepo.repo_root(repo)
+    ref, base = gitrepo.head(root)
+    agent_name = agent if isinstance(agent, str) else getattr(agent, "name", type(agent).__name__)
+    needs_model = agent_name == "claude" or features is None  # the agent, or the decomposition
+    if needs_model and not offline and not os.environ.get("ANTHROPIC_API_KEY"):
+        from fibreflow.llm import MISSING_KEY
+
+        raise ConfigError(MISSING_KEY + " (or give a feature list and a command agent)", key="ANTHROPIC_API_KEY")
+    _no_literal_secrets(agent_command=agent_command, goal=goal)
+    options = {"attempts": n, "workers": workers if workers is not None else settings.autopilot.workers,
+               "agent": agent_name, "agent_command": agent_command, "agent_timeout": agent_timeout,
+               "agent_script": agent_script, "offline": offline, "decompose_script": decompose_script,
+               "backend": backend or settings.sandbox.backend, "profile": profile, "test_command": test_command,
+               "coverage_floor": coverage_floor, "dirty": gitrepo.dirty_paths(root),
+               "features_path": str(Path(features).resolve()) if features is not None else None}
+    run_id = run_id or new_run_id()
+    gitrepo.branch_name(settings.autopilot.branch_prefix, run_id, "x")  # a bad prefix fails before any work
+    log = RunLog.create(store, run_id, goal=(goal or "").strip() or None, repo=str(root), base_ref=ref,
+                        base_commit=base, options=options)
+    ctx = Context(store, settings, log, log.get(), echo, progress, None if isinstance(agent, str) else agent)
+    return _drive(ctx)
+
+
+def _no_literal_secrets(**values: str | None) -> None:
+    """Options are stored with the run: a secret's value in one would reach DuckDB."""
+    from fibreflow.sla.delivery import scrub
+
+    for key, value in values.items():
+        if value and scrub(value) != value:
+            raise ConfigError(f"{key} contains a secret (an API key, token or webhook URL); the run stores its "
+                              "options, so refer to it through an environment variable instead", key=key)
+
+
+def resume_autopilot(run_id: str, *, store: Store | None = None, settings: Settings | None = None,
+                     agent: Agent | None = None, progress: ProgressCallback | None = None,
+                     echo: Echo | None = None) -> AutopilotResult:
+    """Continue a failed or crashed run from its first step that did not complete."""
+    settings = settings or load_settings()
+    store = store or open_store(settings.db_path)
+    log = RunLog(store, run_id)
+    run = log.get()
+    if run["state"] == "awaiting_approval" and all(s.status in DONE for s in log.steps()):
+        return load_result(store, run_id)  # nothing left to do until someone decides
+
+    def not_live(row: dict[str, Any]) -> None:
+        if row["state"] == "running" and row["owner_pid"] != os.getpid() and pid_alive(row["owner_pid"]):
+            raise AutopilotError(f"run {run_id} is running in process {row['owner_pid']}; not resuming it twice")
+
+    log.claim(("running", "failed", "awaiting_approval"), "running", what="resume", check=not_live,
+              owner_pid=os.getpid(), error=None)
+    return _drive(Context(store, settings, log, log.get(), echo, progress, agent))
+
+
+def _drive(ctx: Context) -> AutopilotResult:
+    try:
+        _pipeline(ctx)
+    except AutopilotError as exc:
+        ctx.log.update(state="failed", error=str(exc), owner_pid=None)
+    except BaseException as exc:
+        ctx.log.update(state="failed", error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
+                       owner_pid=None)
+        raise
+    return load_result(ctx.store, ctx.log.run_id)
+
+
+def _pipeline(ctx: Context) -> None:
+    decomposed = ctx.step("decompose", lambda: _decompose(ctx))
+    features = FeatureList.from_data(decomposed.detail["features"], source="autopilot")
+    parent = ctx.run["base_commit"]
+    branch = winner = None
+    for feature in features.ordered():
+        fid = feature.id
+        build = ctx.step(f"build:{fid}", lambda f=feature, p=parent: _build(ctx, f, p), feature_id=fid)
+        chosen = ctx.step(f"select:{fid}", lambda f=feature, p=parent, b=build: _select(ctx, f, p, b.detail),
+                          feature_id=fid)
+        made = ctx.step(f"commit:{fid}", lambda f=feature, p=parent, s=chosen: _commit(ctx, f, p, s.detail),
+                        feature_id=fid)
+        parent, branch, winner = made.detail["commit"], made.detail["branch"], chosen.detail["winner"]
+    runner_ids = [s.detail["runner_run_id"] for s in ctx.log.steps() if s.step.startswith("build:")]
+    ctx.log.update(branch=branch, commit_sha=parent, winner_attempt_id=winner,
+                   cost_usd=run_cost(ctx.store, ctx.log.run_id, runner_ids),
+                   needs_review=any(s.detail.get("needs_review") for s in ctx.log.steps() if s.step.startswith("select:")))
+    ctx.run = ctx.log.get()
+    ctx.step("sla_gate:staging", lambda: gate_step(ctx, "staging"))
+    staged = ctx.step("deploy:staging", lambda: deploy_step(ctx, "staging"))
+    if staged.detail.get("staging_url"):
+        ctx.log.update(staging_url=staged.detail["staging_url"])
+    ctx.step("smoke", lambda: smoke_step(ctx, staged.detail.get("staging_url")))
+    ctx.step("notify", lambda: notify_step(ctx))
+    ctx.log.claim(("running",), "awaiting_approval", what="finish", owner_pid=None,
+                  cost_usd=run_cost(ctx.store, ctx.log.run_id, runner_ids))
+
+
+def _decompose(ctx: Context) -> Done:
+    from fibreflow.autopilot.decompose import decompose_goal, feature_dict, repo_outline
+
+    o, goal = ctx.options, ctx.run.get("goal")
+    detail: dict[str, Any]
+    if o.get("features_path"):
+        found = FeatureList.load(o["features_path"], test_command=o.get("test_command"))
+        detail = {"source": "file", "path": o["features_path"]}
+        if not goal and found.goal:
+            ctx.log.update(goal=found.goal)
+    elif o.get("offline") and not o.get("decompose_script"):
+        found = FeatureList.from_goal(goal, test_command=o.get("test_command"))
+        detail = {"source": "goal", "note": "offline without a decomposition script: the goal is one feature"}
+    else:
+        from fibreflow.llm import LLMClient
+
+        script = o.get("decompose_script")
+        if script:
+            from fibreflow.agents.scripts import script_path
+
+            script = script_path(script)
+        with LLMClient(store=ctx.store, settings=ctx.settings, offline=bool(o.get("offline")), script=script) as client:
+            found, detail = decompose_goal(goal, client=client, outline=repo_outline(ctx.repo, ctx.run["base_commit"]),
+                                           max_features=ctx.settings.autopilot.max_features,
+                                           test_command=o.get("test_command"),
+                                           tier=ctx.settings.autopilot.decompose_tier, run_id=ctx.log.run_id)
+            detail["scripted"] = client.is_scripted
+    as_json = [feature_dict(f) for f in found]
+    ctx.log.update(features=as_json)
+    ctx.run = ctx.log.get()
+    if o.get("dirty"):
+        detail["note_dirty"] = (f"{len(o['dirty'])} file(s) with uncommitted changes are not part of the build, "
+                                f"which starts from {ctx.run['base_commit'][:12]}")
+    return Done({**detail, "features": as_json})
+
+
+def _build(ctx: Context, feature: Feature, parent: str) -> Done:
+    o = ctx.options
+    current = ctx.log.last(f"build:{feature.id}")  # this try's row, written as the step started
+    try_no = current.try_no if current is not None else 1
+    runner_run_id = f"{ctx.log.run_id}.{feature.id}" + (f".{try_no}" if try_no > 1 else "")
+    agents = AgentFactory(o, store=ctx.store, given=ctx.agent)
+    try:
+        with gitrepo.checkout(ctx.repo, parent, label="build") as tree:
+            detail = run_feature(ctx.store, tree, feature, goal=ctx.run.get("goal"), runner_run_id=runner_run_id,
+                                 agents=agents, attempts=o["attempts"], workers=o.get("workers"),
+                                 backend=o["backend"], profile=o["profile"], progress=ctx.progress)
+    finally:
+        agents.close()
+    detail["base_commit"] = parent
+    if detail["passed"] == 0:
+        raise AutopilotError(f"feature {feature.id}: no attempt passed its tests ({detail['attempts']} tried); "
+                             "resuming builds it again with what was learned", step=f"build:{feature.id}",
+                             detail=detail)
+    return Done(detail)
+
+
+def _select(ctx: Context, feature: Feature, parent: str, build: dict[str, Any]) -> Done:
+    from fibreflow.autopilot.winner import ReplayPool, choose_winner
+
+    o = ctx.options
+    floor = o["coverage_floor"] if o.get("coverage_floor") is not None else ctx.settings.selection.coverage_floor
+    attempts = load_attempts(ctx.store, build["runner_run_id"], feature)
+    with gitrepo.checkout(ctx.repo, parent, label="select") as tree:
+        pool = ReplayPool(ctx.store, tree, feature_id=feature.id, run_id=build["runner_run_id"],
+                          backend=o["backend"], profile=o["profile"])
+        detail = choose_winner(attempts, settings=ctx.settings.selection, coverage_floor=floor, pool=pool)
+    ctx.store.execute("UPDATE features SET winner_attempt_id = ? WHERE run_id = ? AND feature_id = ?",
+                      [detail["winner"], build["runner_run_id"], feature.id])
+    return Done({**detail, "runner_run_id": build["runner_run_id"]})
+
+
+def _commit(ctx: Context, feature: Feature, parent: str, chosen: dict[str, Any]) -> Done:
+    run_id, winner = ctx.log.run_id, chosen["winner"]
+    diff = ctx.store.scalar("SELECT diff FROM attempts WHERE run_id = ? AND attempt_id = ?",
+                            [chosen["runner_run_id"], winner]) or ""
+    name = gitrepo.branch_name(ctx.settings.autopilot.branch_prefix, run_id, feature.id)
+    consensus = chosen.get("consensus") or {}
+    message = (f"{feature.id}: {feature.description.splitlines()[0][:60]}\n\n{feature.description}\n\n"
+               f"Goal: {ctx.run.get('goal') or '-'}\n\nFibreflow-Run: {run_id}\nFibreflow-Attempt: {winner}\n"
+               f"Fibreflow-Consensus: {'agreed' if consensus.get('agreed') else 'none'} "
+               f"({consensus.get('method', 'none')}, {consensus.get('agreement', 0):.0%})\n")
+    # the run's start time as the commit date: a resumed step makes the very same commit again
+    when = ctx.run["created_at"]
+    stamp = f"{int(when.timestamp())} +0000"
+    commit = gitrepo.commit_diff(ctx.repo, parent, diff, message, date=stamp)
+    gitrepo.create_branch(ctx.repo, name, commit)
+    stats = gitrepo.diff_stats(ctx.repo, parent, commit)
+    return Done({"branch": name, "commit": commit, "parent": parent, "winner": winner, **stats.as_dict()})
+
+
+def notify_step(ctx: Context) -> Done:
+    """Send the approval request (a failed delivery does not stop the run; it is recorded)."""
+    from fibreflow.autopilot.notify import send_approval_request
+
+    summary = run_summary(ctx.store, ctx.log.run_id)
+    try:
+        detail = send_approval_request(summary, settings=ctx.settings)
+    except AlertDeliveryError as exc:
+        return Done({"delivered": False, "error": str(exc)}, "failed")
+    return Done(detail, "completed" if detail["delivered"] else "skipped")
+
+
+__all__ = ["Context", "gate_step", "notify_step", "resume_autopilot", "run_autopilot"]
