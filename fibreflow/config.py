@@ -193,6 +193,8 @@ class AutopilotSettings(_Section):
     """
 
     attempts: int = Field(15, ge=1, description="Attempts per feature.")
+    iterations: int = Field(2, ge=1, description="Rounds of attempts per feature: when no attempt of a round "
+                            "passes, its failures are learned and the next round gets them as known pitfalls.")
     workers: int | None = Field(None, ge=1, description="Attempts at once (None: the runner's default).")
     max_features: int = Field(12, ge=1, description="Most features a goal may be decomposed into.")
     decompose_tier: str | None = Field(None, description="Model tier of the decomposition call (None: routed).")

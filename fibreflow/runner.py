@@ -69,11 +69,15 @@ class ParallelRunner:
                  run_id: str | None = None, progress: ProgressCallback | None = None,
                  agent_factory: Callable[[str], Agent] | None = None, limits: AttemptLimits | None = None,
                  learnings: Callable[[Feature], list[str]] | None = None,
-                 escalate: Callable[[Feature, FeatureResult], str | None] | None = None) -> None:
+                 escalate: Callable[[Feature, FeatureResult], str | None] | None = None,
+                 after_iteration: Callable[[Feature, list[AttemptResult]], None] | None = None,
+                 iterations: int = 1) -> None:
         if attempts < 1:
             raise RunnerError(f"attempts must be at least 1, got {attempts}")
         if workers is not None and workers < 1:
             raise RunnerError(f"workers must be at least 1, got {workers}")
+        if iterations < 1:
+            raise RunnerError(f"iterations must be at least 1, got {iterations}")
         self.store = store
         self.repo = Path(repo).resolve()
         if not self.repo.is_dir():
@@ -90,6 +94,8 @@ class ParallelRunner:
         self.limits = limits or AttemptLimits()
         self.learnings = learnings or (lambda feature: [])
         self.escalate = escalate or (lambda feature, result: None)
+        self.after_iteration = after_iteration
+        self.iterations = iterations
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -178,6 +184,9 @@ class ParallelRunner:
                         outstanding[fid] -= 1
                         self._count(result)
                         if outstanding[fid] == 0:
+                            if self.after_iteration is not None:
+                                writer.flush()  # the hook reads this iteration's rows from the store
+                                self.after_iteration(features.get(fid), feature_result.attempts[-self.attempts:])
                             self._feature_done(features.get(fid), feature_result, launch)
                     release()
             except BaseException:
@@ -193,7 +202,12 @@ class ParallelRunner:
             self._finish(result, "passed", None)
             return
         next_tier = self.escalate(feature, result)
-        if next_tier is not None:
+        if next_tier is None and latest[0].iteration < self.iterations:
+            next_tier = latest[0].tier  # another iteration on the same tier, with what was just learned
+            retry = True
+        else:
+            retry = next_tier is not None
+        if retry:
             self._counts["total"] += self.attempts
             launch(feature, latest[0].iteration + 1, next_tier)
             return

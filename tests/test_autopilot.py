@@ -247,13 +247,27 @@ def test_coverage_below_the_floor_ships_nothing(store: Store, repo: Path,
     assert relaxed.state == "awaiting_approval" and 0.5 < relaxed.features[0]["coverage"] < 0.95
 
 
-def test_failures_are_learned_and_the_resumed_build_uses_them(store: Store, repo: Path,
+LEARNER = (f"if grep -q NameError .fibreflow/task.md; then {FIX}; else "
+           "printf 'def add(a, b):\\n    return a + c\\n' > calc.py; fi")
+
+
+def test_failures_are_learned_and_the_next_iteration_uses_them(store: Store, repo: Path,
                                                                configure: Callable[..., Settings]) -> None:
     # without a known pitfall the agent writes a NameError; with one in its task it writes the fix
-    learner = f"if grep -q NameError .fibreflow/task.md; then {FIX}; else " \
-              "printf 'def add(a, b):\\n    return a + c\\n' > calc.py; fi"
-    settings = configure()
-    first = _command_run(store, repo, settings, agent_command=learner, attempts=2)
+    result = _command_run(store, repo, configure(iterations=2), agent_command=LEARNER, attempts=2)
+    assert result.state == "awaiting_approval"
+    by_iteration = store.query_df("SELECT iteration, count(*) FILTER (WHERE status = 'passed') AS passed, "
+                                  "count(*) AS n FROM attempts GROUP BY 1 ORDER BY 1")
+    assert by_iteration.values.tolist() == [[1, 0, 2], [2, 2, 2]]
+    patterns = store.query_df("SELECT pattern_id, error_type, count FROM learned_patterns")
+    assert patterns.error_type.tolist() == ["NameError"] and patterns["count"].tolist() == [2]
+    assert store.scalar("SELECT count(*) FROM pattern_events WHERE event = 'helped'") == 2
+
+
+def test_failures_are_learned_and_the_resumed_build_uses_them(store: Store, repo: Path,
+                                                               configure: Callable[..., Settings]) -> None:
+    settings = configure(iterations=1)
+    first = _command_run(store, repo, settings, agent_command=LEARNER, attempts=2)
     assert first.state == "failed" and first.failed_step == "build:goal"
     patterns = store.query_df("SELECT pattern_id, error_type, count FROM learned_patterns")
     assert patterns.error_type.tolist() == ["NameError"] and patterns["count"].tolist() == [2]

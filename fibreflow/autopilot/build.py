@@ -57,7 +57,7 @@ class AgentFactory:
 
 def run_feature(store: Store, repo: Path, feature: Feature, *, goal: str | None, runner_run_id: str,
                 agents: AgentFactory, attempts: int, workers: int | None, backend: str, profile: str,
-                progress: ProgressCallback | None = None) -> dict[str, Any]:
+                progress: ProgressCallback | None = None, iterations: int = 2) -> dict[str, Any]:
     """Run ``attempts`` attempts at ``feature`` on the files of ``repo``; the build step's detail."""
     from fibreflow.runner import ParallelRunner
 
@@ -74,12 +74,18 @@ def run_feature(store: Store, repo: Path, feature: Feature, *, goal: str | None,
     # dependencies are already in the base commit this feature builds on
     alone = FeatureList((dataclasses.replace(feature, dependencies=(), agent=None),), goal=goal,
                         source=f"autopilot:{feature.id}")
+    stored: list[str] = []
+
+    def learn(f: Feature, results: list[Any]) -> None:
+        # failures of this iteration are learned before the next iteration asks for learnings
+        ids = {r.attempt_id for r in results}
+        tried = [a for a in load_attempts(store, runner_run_id, f) if a.attempt_id in ids]
+        stored.extend(p for p in learn_from(kb, tried, shown) if p not in stored)
+
     runner = ParallelRunner(store, repo, agent=agent, backend=backend, profile=profile, attempts=attempts,
                             workers=workers, run_id=runner_run_id, progress=progress, agent_factory=agents,
-                            learnings=learnings)
+                            learnings=learnings, after_iteration=learn, iterations=iterations)
     result = runner.run(alone)
-    tried = load_attempts(store, runner_run_id, feature)
-    stored = learn_from(kb, tried, shown)
     f = result.features[0]
     return {"runner_run_id": runner_run_id, "agent": agent_name, "attempts": len(f.attempts),
             "passed": f.passed_count, "status": f.status, "reason": f.reason,

@@ -225,7 +225,8 @@ def _build(ctx: Context, feature: Feature, parent: str) -> Done:
         with gitrepo.checkout(ctx.repo, parent, label="build") as tree:
             detail = run_feature(ctx.store, tree, feature, goal=ctx.run.get("goal"), runner_run_id=runner_run_id,
                                  agents=agents, attempts=o["attempts"], workers=o.get("workers"),
-                                 backend=o["backend"], profile=o["profile"], progress=ctx.progress)
+                                 backend=o["backend"], profile=o["profile"], progress=ctx.progress,
+                                 iterations=ctx.settings.autopilot.iterations)
     finally:
         agents.close()
     detail["base_commit"] = parent
