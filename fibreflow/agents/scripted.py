@@ -17,6 +17,9 @@ A script (YAML or JSON)::
         tool_use: {name: bash, input: {command: "ls"}}
       - match: "FAILED|Error"      # ...except turns with a regex on the last user message
         text: "Fixing the failure."
+      - match: "^Implement"        # system_match: a regex the system prompt must also match
+        system_match: "Known pitfalls"
+        text: "Avoiding what failed before."
     default: {text: "Done."}       # when no turn is left
 
 Run standalone: ``python -m fibreflow.agents.scripted --script FILE --port 8765``.
@@ -40,7 +43,7 @@ from fibreflow.agents.scripted_replies import build_message, error_body, last_us
 from fibreflow.errors import ConfigError
 from fibreflow.yamlio import load_yaml
 
-_TURN_KEYS = {"text", "tool_use", "content", "match", "stop_reason", "usage", "latency_s"}
+_TURN_KEYS = {"text", "tool_use", "content", "match", "system_match", "stop_reason", "usage", "latency_s"}
 _STOP_REASONS = {"end_turn", "tool_use", "max_tokens", "stop_sequence", "pause_turn", "refusal"}
 _HIDDEN_HEADERS = {"x-api-key", "authorization"}
 SCRIPTED_NOTE = "scripted model (offline): replies come from a script, no real model was called"
@@ -57,6 +60,7 @@ class Turn:
     stop_reason: str | None = None
     usage: dict[str, Any] | None = None
     latency_s: float | None = None
+    system_match: re.Pattern[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -134,11 +138,16 @@ def _turn(spec: Any, keys: list[Any], fail: Any) -> Turn:
     stop = spec.get("stop_reason")
     if stop is not None and stop not in _STOP_REASONS:
         raise fail(f"stop_reason {stop!r} is not one of {', '.join(sorted(_STOP_REASONS))}", [*keys, "stop_reason"])
-    try:
-        match = re.compile(spec["match"]) if spec.get("match") else None
-    except re.error as exc:
-        raise fail(f"match is not a valid regex: {exc}", [*keys, "match"]) from None
-    return Turn(tuple(blocks), match, stop, spec.get("usage"), spec.get("latency_s"))
+    patterns: dict[str, re.Pattern[str] | None] = {}
+    for key in ("match", "system_match"):
+        try:
+            patterns[key] = re.compile(spec[key]) if spec.get(key) else None
+        except re.error as exc:
+            raise fail(f"{key} is not a valid regex: {exc}", [*keys, key]) from None
+    if patterns["system_match"] is not None and patterns["match"] is None:
+        raise fail("system_match needs a match as well", [*keys, "system_match"])
+    return Turn(tuple(blocks), patterns["match"], stop, spec.get("usage"), spec.get("latency_s"),
+                patterns["system_match"])
 
 
 @dataclass(frozen=True)
@@ -238,10 +247,11 @@ class ScriptedServer:
                 return n, head
             return n, None
 
-    def _pick(self, text: str) -> Turn | None:
+    def _pick(self, text: str, system: str = "") -> Turn | None:
         with self._lock:
             for turn in self.script.turns:
-                if turn.match is not None and turn.match.search(text):
+                if turn.match is not None and turn.match.search(text) and \
+                        (turn.system_match is None or turn.system_match.search(system)):
                     return turn
             while self._next_turn < len(self.script.turns):
                 turn = self.script.turns[self._next_turn]

@@ -70,7 +70,7 @@ def build_message(body: Any, owner: ScriptedServer, number: int) -> tuple[int, d
     problem = _invalid(body)
     if problem is not None:
         return 400, error_body(400, problem), None
-    turn = owner._pick(last_user_text(body["messages"]))
+    turn = owner._pick(last_user_text(body["messages"]), _text_of(body.get("system")))
     blocks = [dict(b) for b in turn.content] if turn is not None else [{"type": "text", "text": NO_TURN_LEFT}]
     for i, block in enumerate(blocks):
         if block.get("type") == "tool_use" and "id" not in block:

@@ -160,3 +160,22 @@ def test_standalone_module(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_system_match_picks_a_turn_by_the_system_prompt_too(tmp_path: Path) -> None:
+    import anthropic
+
+    script = tmp_path / "s.yaml"
+    script.write_text(
+        "turns:\n"
+        "  - {match: '^Implement', system_match: 'Known pitfalls', text: careful}\n"
+        "  - {match: '^Implement', text: naive}\n")
+    with ScriptedServer(Script.load(script)) as server:
+        client = anthropic.Anthropic(base_url=server.base_url, api_key="k", max_retries=0)
+        ask = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "Implement x"}]}
+        assert client.messages.create(**ask).content[0].text == "naive"
+        assert client.messages.create(system="## Known pitfalls\n- NameError", **ask).content[0].text == "careful"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("turns:\n  - {system_match: 'x', text: y}\n")
+    with pytest.raises(ConfigError, match="system_match needs a match"):
+        Script.load(bad)
