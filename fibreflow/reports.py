@@ -30,6 +30,9 @@ NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 REPORTS: dict[str, str] = {
     "build": "build.ipynb",
     "cost": "cost_report.ipynb",
+    "digital_twin": "digital_twin.ipynb",
+    "learning": "learning_report.ipynb",
+    "simulate": "simulate.ipynb",
     "sla": "sla_report.ipynb",
 }
 

@@ -1,0 +1,90 @@
+"""The twin served by ``fibreflow twin`` (Voila), opened in Debian's chromium through Playwright.
+
+Screenshots of every panel go to reports/twin/.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from fibreflow.store import Store
+from fibreflow.twin.sample_data import fill_sample_history
+
+playwright = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium")
+
+REPORTS = Path(__file__).resolve().parents[2] / "reports" / "twin"
+PANELS = [("Data infrastructure", "infrastructure"), ("Agent topology", "topology"),
+          ("Cost attribution", "costs"), ("Learning analytics", "learning"), ("Simulation", "simulation")]
+ERRORS = ".jp-RenderedText[data-mime-type='application/vnd.jupyter.stderr'], .jp-OutputArea-output.jp-mod-error"
+
+
+@pytest.fixture
+def twin_db(store: Store) -> Path:
+    fill_sample_history(store, days=3, seed=4, sla_interval_min=10)
+    return store.path
+
+
+def test_the_five_panels_render_react_and_follow_the_store(twin_db: Path, tmp_path: Path) -> None:
+    from fibreflow.benchmarks._twin_browser import TwinServer, launch, open_twin, wait_for_text
+
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    store = Store(twin_db, lock_timeout_s=30)
+    with playwright.sync_playwright() as pw, TwinServer(twin_db, cwd=tmp_path) as server:
+        browser = launch(pw)
+        try:
+            page, timings = open_twin(browser, server.url, timeout_s=60)
+            console_errors: list[str] = []
+            page.on("pageerror", lambda exc: console_errors.append(str(exc)))
+            assert timings["figures"] >= 10
+            page.set_viewport_size({"width": 1500, "height": 2600})  # Voila scrolls inside: show whole panels
+            for title, css in PANELS:
+                page.locator(".lm-TabBar-tab", has_text=title).click()
+                panel = page.locator(f".ff-panel-{css}")
+                panel.wait_for(state="visible")
+                plots = panel.locator(".js-plotly-plot")
+                assert plots.count() >= 1, title
+                drawn = plots.evaluate_all("ps => ps.map(g => [g._fullData ? g._fullData.length : 0, g.offsetWidth])")
+                assert all(n > 0 for n, _ in drawn), f"{title}: a figure without data {drawn}"
+                assert all(w > 300 for _, w in drawn), f"{title}: a figure not sized to its panel {drawn}"
+                assert panel.locator(".ff-error").is_hidden(), title
+                page.wait_for_timeout(300)  # let plotly finish its transitions before the picture
+                page.screenshot(path=str(REPORTS / f"{css}.png"), full_page=True)
+            assert page.locator(ERRORS).count() == 0
+            assert "whatsapp_message_max_delay" in (page.text_content(".ff-fig-violations") or "")  # ongoing
+            assert "Traceback" not in (page.text_content("body") or "")
+
+            # a what-if control moves, the projection follows
+            cost = page.locator(".ff-sim-agents .ff-cost")
+            before = cost.text_content()
+            handle = page.locator(".ff-sim-count .noUi-handle")
+            handle.focus()
+            for _ in range(10):
+                handle.press("ArrowRight")
+            wait_for_text(page, ".ff-sim-agents", "add 15 ", timeout_s=10)  # 5 + ten steps
+            assert cost.text_content() != before
+            page.screenshot(path=str(REPORTS / "simulation-moved.png"), full_page=True)
+
+            # a row written to the store is on screen within two seconds
+            page.locator(".lm-TabBar-tab", has_text="Data infrastructure").click()
+            name = f"probe_{uuid.uuid4().hex[:8]}"
+            written = time.perf_counter()
+            store.insert_rows("sla_checks", [{"name": name, "check_type": "sync_lag", "value": 120.0,
+                                              "threshold": 60.0, "status": "violation", "reason": "browser probe",
+                                              "checked_at": dt.datetime.now(dt.UTC)}])
+            wait_for_text(page, ".ff-panel-infrastructure", name, timeout_s=5)
+            assert time.perf_counter() - written < 2.0
+            wait_for_text(page, ".ff-fig-violations", name, timeout_s=5)
+            page.wait_for_timeout(300)
+            page.screenshot(path=str(REPORTS / "infrastructure-live.png"), full_page=True)
+            assert console_errors == []
+        finally:
+            browser.close()
+    assert "Traceback" not in server.log()
+    shutil.copy(server.log_path, REPORTS / "voila.log")
