@@ -1,0 +1,163 @@
+"""Tier escalation on recorded samples: cheapest tier first, pay for the next only when unsure.
+
+Per problem, k samples of the cheapest tier are its attempts; the selector picks among all
+attempts so far and the run stops when it is confident: the pick passes every docstring example
+AND at least ``--agree`` attempts behave exactly like it on the shared inputs (one candidate
+passing the weak docstring examples is not enough). Otherwise the next tier's k samples are
+bought. Baseline: best-of-k at the strongest tier alone. Costs are in units of ``--prices`` per
+sample. JSON keys: ``solved``, ``cost``, ``baseline_solved``, ``baseline_cost``, ``cost_ratio``,
+``quality_ratio``.
+
+With one real samples file, ``--emulate haiku=1,sonnet=3,opus=10`` builds tiers from it: a tier
+with odds multiplier m draws a sample that passes the hidden tests m times as readily as one
+that fails (a stronger model is more often right); the stop rule never sees those labels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fibreflow.benchmarks._candidates import GENERATED, SAMPLES, add_execution_arguments, as_attempts, execute
+from fibreflow.benchmarks._execution import CandidateResult
+from fibreflow.benchmarks._humaneval import Task, load_tasks
+from fibreflow.config import SelectionSettings
+from fibreflow.errors import ConfigError
+from fibreflow.selection import Behaviour, BestOfNSelector
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tier", action="append", default=[], metavar="NAME=SAMPLES.jsonl",
+                   help="a tier's samples, cheapest first (repeat per tier)")
+    p.add_argument("--emulate", default=None, metavar="NAME=ODDS,...",
+                   help="emulate tiers from --samples by odds multipliers, e.g. haiku=1,sonnet=3,opus=10")
+    p.add_argument("--samples", type=Path, default=SAMPLES, help="the samples file --emulate draws from")
+    p.add_argument("--generated-tests", type=Path, default=GENERATED, help="model-generated tests")
+    p.add_argument("--prices", default="1,3,15", help="price per sample of each tier (default 1,3,15)")
+    p.add_argument("--k", type=int, default=3, help="samples bought per tier (default 3)")
+    p.add_argument("--agree", type=int, default=2,
+                   help="attempts that must behave like the pick before a tier is trusted (default 2)")
+    p.add_argument("--trials", type=int, default=5, help="draws per problem (default 5)")
+    p.add_argument("--seed", default="0", help="seed of the draws (default 0)")
+    add_execution_arguments(p)
+
+
+def _tiers(args: argparse.Namespace) -> tuple[list[str], list[dict[str, Task]], list[float] | None]:
+    """Tier names, their tasks by id, and (emulation only) odds multipliers."""
+    if bool(args.tier) == bool(args.emulate):
+        raise ConfigError("give either --tier NAME=SAMPLES.jsonl (repeated) or --emulate NAME=ODDS,...")
+    if args.emulate:
+        try:
+            specs = [(name.strip(), float(odds)) for name, odds in (s.split("=") for s in args.emulate.split(","))]
+        except ValueError:
+            raise ConfigError(f"--emulate {args.emulate!r}: expected NAME=ODDS,... e.g. haiku=1,opus=10",
+                              key="--emulate") from None
+        tasks = {t.task_id: t for t in load_tasks(args.samples, args.generated_tests, limit=args.tasks)}
+        return [n for n, _ in specs], [tasks] * len(specs), [o for _, o in specs]
+    names, pools = [], []
+    for spec in args.tier:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--tier {spec!r}: expected NAME=SAMPLES.jsonl", key="--tier")
+        names.append(name)
+        pools.append({t.task_id: t for t in load_tasks(Path(path), args.generated_tests, limit=args.tasks)})
+    return names, pools, None
+
+
+def _draw(rng: random.Random, candidates: Sequence[int], k: int, weights: Sequence[float] | None) -> list[int]:
+    pool, w, out = list(candidates), list(weights) if weights else None, []
+    while pool and len(out) < k:
+        i = rng.choices(range(len(pool)), weights=w)[0] if w else rng.randrange(len(pool))
+        out.append(pool.pop(i))
+        if w:
+            w.pop(i)
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    names, pools, odds = _tiers(args)
+    try:
+        prices = [float(x) for x in args.prices.split(",")]
+    except ValueError:
+        raise ConfigError(f"--prices {args.prices!r}: expected numbers like 1,3,15", key="--prices") from None
+    if len(prices) != len(names):
+        raise ConfigError(f"--prices has {len(prices)} values for {len(names)} tiers", key="--prices")
+    common = sorted(set.intersection(*(set(p) for p in pools)), key=lambda t: int(t.split("/")[-1]))
+    if not common:
+        raise ConfigError("the tiers' samples files share no problem", key="--tier")
+    # emulated tiers weight by the hidden verdict: run every sample of every problem once first
+    labels: dict[str, dict[int, CandidateResult]] = {}
+    if odds:
+        labels, _ = execute([pools[0][t] for t in common],
+                            {t: set(range(len(pools[0][t].programs))) for t in common}, args)
+    plans: list[tuple[str, int, list[list[int]], list[int]]] = []
+    needed: list[dict[str, set[int]]] = [{} for _ in names]
+    for tid in common:
+        for trial in range(args.trials):
+            rng = random.Random(f"{args.seed}:{tid}:{trial}")
+            used: set[int] = set()
+            ladder = []
+            for t, pool in enumerate(pools):
+                n = len(pool[tid].programs)
+                cands = [i for i in range(n) if not (odds and i in used)]
+                weights = [odds[t] if labels[tid][i].hidden else 1.0 for i in cands] if odds else None
+                drawn = _draw(rng, cands, args.k, weights)
+                used.update(drawn)
+                ladder.append(drawn)
+                needed[t].setdefault(tid, set()).update(drawn)
+            top = len(pools) - 1
+            cands = list(range(len(pools[top][tid].programs)))
+            weights = [odds[top] if labels[tid][i].hidden else 1.0 for i in cands] if odds else None
+            baseline = _draw(rng, cands, args.k, weights)
+            needed[top][tid].update(baseline)
+            plans.append((tid, trial, ladder, baseline))
+    results = []
+    facts: dict[str, Any] = {}
+    for t, pool in enumerate(pools):
+        res, facts = execute([pool[tid] for tid in common], needed[t], args)
+        results.append(res)
+    return _score(plans, pools, results, prices, args, names, facts)
+
+
+def _score(plans: list, pools: list[dict[str, Task]], results: list[dict[str, dict[int, CandidateResult]]],
+           prices: list[float], args: argparse.Namespace, names: list[str], facts: dict[str, Any]) -> dict[str, Any]:
+    selector = BestOfNSelector(SelectionSettings())
+    solved = cost = base_solved = base_cost = 0.0
+    stopped_at = [0] * len(names)
+    top = len(pools) - 1
+    for tid, _, ladder, baseline in plans:
+        attempts, outcomes, tests, verdict = [], {}, {}, {}
+        for t, drawn in enumerate(ladder):
+            cost += prices[t] * len(drawn)
+            tier_attempts, behaviour = as_attempts(pools[t][tid], results[t][tid], drawn)
+            for a in tier_attempts:
+                verdict[f"{t}:{a.attempt_id}"] = results[t][tid][int(a.attempt_id)].hidden
+                outcomes[f"{t}:{a.attempt_id}"] = behaviour.outcomes[a.attempt_id]
+                tests[f"{t}:{a.attempt_id}"] = behaviour.pool_tests[a.attempt_id]
+                a.attempt_id = f"{t}:{a.attempt_id}"
+            attempts += tier_attempts
+            merged = Behaviour(outcomes=outcomes, pool_tests=tests, test_weights=behaviour.test_weights)
+            selection = selector.select_best(attempts, behaviour=merged)
+            winner = selection.winner
+            peers = [a for a in attempts if merged.signature(a.attempt_id) == merged.signature(winner.attempt_id)]
+            if (winner.passed and len(peers) >= args.agree) or t == top:
+                solved += verdict[winner.attempt_id]
+                stopped_at[t] += 1
+                break
+        base_cost += prices[top] * len(baseline)
+        base_attempts, behaviour = as_attempts(pools[top][tid], results[top][tid], baseline)
+        pick = selector.select_best(base_attempts, behaviour=behaviour).winner
+        base_solved += results[top][tid][int(pick.attempt_id)].hidden
+    count = len(plans)
+    solved, cost, base_solved, base_cost = solved / count, cost / count, base_solved / count, base_cost / count
+    return {
+        "solved": round(solved, 4), "cost": round(cost, 3), "baseline_solved": round(base_solved, 4),
+        "baseline_cost": round(base_cost, 3), "cost_ratio": round(cost / base_cost, 4) if base_cost else None,
+        "quality_ratio": round(solved / base_solved, 4) if base_solved else None,
+        "tiers": names, "prices": prices, "k": args.k, "agree": args.agree, "tasks": count // args.trials,
+        "trials": args.trials, "stopped_at": dict(zip(names, stopped_at, strict=True)),
+        "emulated": bool(args.emulate), **facts,
+    }

@@ -1,0 +1,48 @@
+"""Tier escalation on tiny recorded tiers: stop when the cheap tier is trustworthy, else escalate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fibreflow.benchmarks._candidates import DATA_DIR
+from fibreflow.cli import main
+
+pytestmark = pytest.mark.skipif(not DATA_DIR.is_dir(), reason=f"benchmark data not found at {DATA_DIR}")
+
+RIGHT0 = ("    for i, a in enumerate(numbers):\n        for j, b in enumerate(numbers):\n"
+          "            if i != j and abs(a - b) < threshold:\n                return True\n    return False\n")
+RIGHT0_SORTED = "    s = sorted(numbers)\n    return any(b - a < threshold for a, b in zip(s, s[1:]))\n"
+WRONG2 = ["    return int(number)\n", "    return number - 1\n", "    return round(number)\n"]
+RIGHT2 = ["    return number % 1.0\n", "    return number - int(number)\n", "    return number % 1.0\n"]
+
+
+def write(path: Path, rows: dict[str, list[str]]) -> Path:
+    path.write_text("".join(json.dumps({"task_id": t, "samples": s}) + "\n" for t, s in rows.items()))
+    return path
+
+
+def test_cheap_tier_kept_when_attempts_agree_else_escalated(capsys: pytest.CaptureFixture[str],
+                                                              tmp_path: Path) -> None:
+    cheap = write(tmp_path / "cheap.jsonl", {"HumanEval/0": [RIGHT0, RIGHT0_SORTED, "    return False\n"],
+                                             "HumanEval/2": WRONG2})
+    strong = write(tmp_path / "strong.jsonl", {"HumanEval/0": [RIGHT0] * 3, "HumanEval/2": RIGHT2})
+    code = main(["bench", "escalation", "--json", "--tier", f"cheap={cheap}", "--tier", f"strong={strong}",
+                 "--prices", "1,10", "--k", "3", "--trials", "1", "--cache", str(tmp_path / "cache"),
+                 "--state-dir", str(tmp_path / "state")])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["stopped_at"] == {"cheap": 1, "strong": 1}
+    assert result["solved"] == 1.0 and result["baseline_solved"] == 1.0 and result["quality_ratio"] == 1.0
+    assert result["cost"] == (3 + 33) / 2 and result["baseline_cost"] == 30
+    assert result["cost_ratio"] == pytest.approx(0.6)
+
+
+def test_bad_tier_options_are_usage_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["bench", "escalation", "--tier", "cheap", "--json"]) == 2
+    assert "NAME=SAMPLES.jsonl" in capsys.readouterr().err
+    f = write(tmp_path / "a.jsonl", {"HumanEval/0": [RIGHT0]})
+    assert main(["bench", "escalation", "--tier", f"a={f}", "--prices", "1,3", "--json"]) == 2
+    assert "2 values for 1 tiers" in capsys.readouterr().err
