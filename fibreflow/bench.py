@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import platform
 import os
 import pkgutil
+import platform
 from typing import Any
 
 import fibreflow.benchmarks as benchmarks_pkg

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from fibreflow.sla.views import _empty
+from fibreflow.sla.views import empty_figure
 
 #: Colour per tier, and for the Sonnet baseline and sandboxes.
 TIER_COLORS = {"haiku": "#2ca02c", "sonnet": "#1f77b4", "opus": "#9467bd", "other": "#7f7f7f"}
@@ -20,7 +20,7 @@ MODEL_COLOR = "#1f77b4"
 def tier_figure(by_tier: pd.DataFrame, *, title: str = "Model cost by tier against all on Sonnet") -> go.Figure:
     """Per tier: what its calls cost, beside what they would have cost on Sonnet."""
     if by_tier.empty:
-        return _empty(title, "no model calls in this window")
+        return empty_figure(title, "no model calls in this window")
     fig = go.Figure([
         go.Bar(x=by_tier["tier"], y=by_tier["cost_usd"], name="as run",
                marker_color=[TIER_COLORS.get(t, TIER_COLORS["other"]) for t in by_tier["tier"]],
@@ -36,7 +36,7 @@ def tier_figure(by_tier: pd.DataFrame, *, title: str = "Model cost by tier again
 def agent_figure(by_agent: pd.DataFrame, *, title: str = "Model cost by agent") -> go.Figure:
     """Horizontal bars of cost per agent, the Sonnet baseline beside each."""
     if by_agent.empty:
-        return _empty(title, "no model calls in this window")
+        return empty_figure(title, "no model calls in this window")
     df = by_agent.sort_values("cost_usd")
     fig = go.Figure([
         go.Bar(y=df["agent"], x=df["cost_usd"], orientation="h", name="as run", marker_color=MODEL_COLOR,
@@ -52,7 +52,7 @@ def timeline_figure(timeline: pd.DataFrame, projection: pd.DataFrame | None = No
                     title: str = "Cost per day") -> go.Figure:
     """Stacked model and sandbox cost per period; with ``projection``, the daily average as a line."""
     if timeline.empty or not timeline["total_cost_usd"].any():
-        return _empty(title, "nothing was spent in this window")
+        return empty_figure(title, "nothing was spent in this window")
     fig = go.Figure([
         go.Bar(x=timeline["period"], y=timeline["model_cost_usd"], name="models", marker_color=MODEL_COLOR,
                customdata=timeline[["calls"]], hovertemplate="%{x|%Y-%m-%d}: models $%{y:.4f} "
@@ -76,7 +76,7 @@ def spend_split_figure(model_cost: float, by_backend: pd.DataFrame, *,
     labels = ["models", *[f"sandboxes: {b}" for b in by_backend["backend"]]]
     values = [model_cost, *by_backend["est_cost_usd"].astype(float)]
     if not any(values):
-        return _empty(title, "nothing was spent in this window")
+        return empty_figure(title, "nothing was spent in this window")
     colors = [MODEL_COLOR, *[SANDBOX_COLOR] * len(by_backend)]
     fig = go.Figure(go.Bar(x=labels, y=values, marker_color=colors, hovertemplate="%{x}: $%{y:.4f}<extra></extra>"))
     fig.update_layout(title=title, yaxis_title="US dollars", showlegend=False, height=360)
@@ -86,7 +86,7 @@ def spend_split_figure(model_cost: float, by_backend: pd.DataFrame, *,
 def savings_figure(savings: pd.DataFrame, *, title: str = "Savings against all on Sonnet") -> go.Figure:
     """The window's cost all on Sonnet, as run and as routed, with the saving of each."""
     if savings.empty or not savings["cost_usd"].any():
-        return _empty(title, "no model calls in this window")
+        return empty_figure(title, "no model calls in this window")
     text = ["baseline" if i == 0 else f"saves {share:.0%}" for i, share in enumerate(savings["savings_share"])]
     fig = go.Figure(go.Bar(x=savings["scenario"], y=savings["cost_usd"], text=text, textposition="outside",
                            marker_color=[BASELINE_COLOR, MODEL_COLOR, TIER_COLORS["haiku"]][:len(savings)],

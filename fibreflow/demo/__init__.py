@@ -1,9 +1,14 @@
-"""``fibreflow demo``: the main job, offline, against a local demo data layer.
+"""``fibreflow demo``: the main job, offline, against a local demo data layer and a scripted model.
 
-The SLA part builds a local data layer (:mod:`fibreflow.demo.datalayer`), runs SLA cycles in
-which the Neon->Convex sync stalls and recovers, delivers the alerts to a local Slack receiver
-and renders the SLA report. Everything lands in the configured store, so a second run adds
-to the history.
+1. SLA monitoring: a local data layer (:mod:`fibreflow.demo.datalayer`), cycles in which the
+   Neon->Convex sync stalls and recovers, alerts delivered to a local Slack receiver.
+2. An autopilot build of ``data/demo/repo`` (:mod:`fibreflow.demo.build`): three features, six
+   attempts each in local sandboxes, the scripted model, failures learned and a second iteration
+   that uses them, winners on branches, staging, a smoke check, the approval request.
+3. The SLA, cost, learning and build reports rendered into ``reports/``, and the command that
+   opens the digital twin.
+
+Everything lands in the configured store, so a second run adds to the history.
 """
 
 from __future__ import annotations
@@ -13,10 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fibreflow.demo.build import DEMO_DATA
 from fibreflow.sla.model import CheckResult
 from fibreflow.yamlio import environ_overlay
 
-DEMO_DATA = Path(__file__).resolve().parents[2] / "data" / "demo"
 Print = Callable[[str], None]
 
 
@@ -27,6 +32,9 @@ class DemoSummary:
     cycles: list[list[CheckResult]] = field(default_factory=list)
     alerts: list[str] = field(default_factory=list)
     reports: dict[str, str] = field(default_factory=dict)
+    build_state: str | None = None
+    build_run_id: str | None = None
+    approval_requests: list[str] = field(default_factory=list)
 
 
 def _print_cycle(label: str, results: list[CheckResult], out: Print) -> None:
@@ -77,12 +85,47 @@ def run_sla_demo(*, workdir: Path, store_path: Path | None = None, report: bool 
                 summary.alerts.append(message.text or "")
                 out(f"    alert received by the local Slack receiver: {message.text}")
     if report:
-        from fibreflow.reports import run_report
+        summary.reports.update(render_reports({"sla": {"days": 1, "config_path": str(config_path)}},
+                                              db_path=store.path, out=out))
+    return summary
 
-        result = run_report("sla", parameters={"days": 1, "db_path": str(store.path),
-                                               "config_path": str(config_path)})
-        summary.reports["sla"] = str(result.html_path)
-        out(f"\n   SLA report: {result.html_path}")
+
+def render_reports(reports: dict[str, dict[str, object]], *, db_path: Path,
+                   out: Print = print) -> dict[str, str]:
+    """Run each report with its parameters against the store at ``db_path``; name -> HTML path."""
+    from fibreflow.reports import run_report
+
+    done = {}
+    for name, parameters in reports.items():
+        result = run_report(name, parameters={**parameters, "db_path": str(db_path)})
+        done[name] = str(result.html_path)
+        out(f"   {name} report: {result.html_path}")
+    return done
+
+
+def run_demo(*, workdir: Path, store_path: Path, attempts: int = 6, report: bool = True,
+             out: Print = print) -> DemoSummary:
+    """The whole demo: SLA cycles, the autopilot build, the reports."""
+    from fibreflow.config import load_settings
+    from fibreflow.demo.build import run_build_demo
+    from fibreflow.store import Store
+    from fibreflow.testing.slack_receiver import SlackReceiver
+
+    summary = run_sla_demo(workdir=workdir, store_path=store_path, report=False, out=out)
+    store = Store(store_path)
+    with SlackReceiver() as slack:
+        result = run_build_demo(workdir=workdir, store=store, settings=load_settings(), attempts=attempts,
+                                webhook_url=slack.webhook_url, out=out)
+        summary.approval_requests = [m.text or "" for m in slack.messages]
+    summary.build_state, summary.build_run_id = result.state, result.run_id
+    out("\n".join("   " + line for line in str(result).splitlines()))
+    out(f"   approval request received by the local Slack receiver: {len(summary.approval_requests)} message(s)")
+    if report:
+        out("\n== Reports")
+        summary.reports = render_reports({
+            "sla": {"days": 1, "config_path": str(DEMO_DATA / "slas.demo.yaml")},
+            "cost": {"days": 30}, "learning": {"days": 30}, "build": {"run_id": result.run_id},
+        }, db_path=store.path, out=out)
     return summary
 
 
@@ -91,16 +134,23 @@ def run(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     workdir = Path(args.workdir or settings.state_dir / "demo")
-    summary = run_sla_demo(workdir=workdir, report=not args.no_report)
+    summary = run_demo(workdir=workdir, store_path=settings.db_path, attempts=args.attempts,
+                       report=not args.no_report)
     violated = any(r.status == "violation" for c in summary.cycles for r in c)
     recovered = bool(summary.cycles) and all(r.status == "ok" for r in summary.cycles[-1])
-    print(f"\n== demo done: {len(summary.cycles)} SLA cycles, violation seen: {violated}, "
-          f"recovered: {recovered}, alerts delivered: {len(summary.alerts)}; store: {settings.db_path}")
-    return 0 if violated and recovered else 1
+    built = summary.build_state == "awaiting_approval"
+    print(f"\n== demo done: {len(summary.cycles)} SLA cycles (violation seen: {violated}, recovered: "
+          f"{recovered}, alerts delivered: {len(summary.alerts)}); build {summary.build_run_id}: "
+          f"{summary.build_state}; store: {settings.db_path}")
+    print(f"   approve the build:  fibreflow approve {summary.build_run_id}")
+    db = "" if settings.db_path == Path("data/fibreflow.duckdb") else f"FIBREFLOW_DB={settings.db_path} "
+    print(f"   open the twin:      {db}.venv/bin/fibreflow twin    (then http://127.0.0.1:8866)")
+    return 0 if violated and recovered and built else 1
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the offline demo (local data layer, scripted model)")
     p.add_argument("--workdir", type=Path, default=None, help="where the demo data layer lives")
     p.add_argument("--no-report", action="store_true", help="skip rendering the reports")
+    p.add_argument("--attempts", type=int, default=6, help="attempts per feature of the demo build (default 6)")
     p.set_defaults(func=run)

@@ -16,9 +16,10 @@ from fibreflow.sla.compliance import STATUS_RANK
 STATUS_COLORS = {"ok": "#2ca02c", "warn": "#ffbf00", "error": "#7f7f7f", "violation": "#d62728"}
 
 
-def _empty(title: str, message: str) -> go.Figure:
+def empty_figure(title: str, message: str) -> go.Figure:
+    """A figure that says there is nothing to show; ``layout.meta`` is "empty" so tests can tell."""
     fig = go.Figure()
-    fig.update_layout(title=title, xaxis_visible=False, yaxis_visible=False, height=220,
+    fig.update_layout(title=title, meta="empty", xaxis_visible=False, yaxis_visible=False, height=220,
                       annotations=[{"text": message, "showarrow": False, "font": {"size": 16},
                                     "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5}])
     return fig
@@ -27,7 +28,7 @@ def _empty(title: str, message: str) -> go.Figure:
 def compliance_figure(compliance: pd.DataFrame, *, title: str = "Compliance per SLA") -> go.Figure:
     """Bars of compliance (%) per SLA, green when the target is met, red when not; a target line."""
     if compliance.empty:
-        return _empty(title, "no SLA checks in this window")
+        return empty_figure(title, "no SLA checks in this window")
     df = compliance.fillna({"compliance": 0.0})
     target = float(compliance["target"].iloc[0])
     colors = [STATUS_COLORS["ok"] if met else STATUS_COLORS["violation"] for met in df["met"]]
@@ -50,7 +51,7 @@ def compliance_figure(compliance: pd.DataFrame, *, title: str = "Compliance per 
 def status_heatmap(hours: pd.DataFrame, *, title: str = "Status by SLA and hour (UTC)") -> go.Figure:
     """SLA x hour grid coloured by the hour's worst status (green / amber / grey / red)."""
     if hours.empty:
-        return _empty(title, "no SLA checks in this window")
+        return empty_figure(title, "no SLA checks in this window")
     rank = hours.pivot(index="name", columns="hour", values="worst_rank")
     full = pd.date_range(rank.columns.min(), rank.columns.max(), freq="h")
     rank = rank.reindex(columns=full)
@@ -74,7 +75,7 @@ def status_heatmap(hours: pd.DataFrame, *, title: str = "Status by SLA and hour 
 def values_figure(values: pd.DataFrame, *, title: str = "Value over time against the threshold") -> go.Figure:
     """One panel per SLA: the measured value (bucket maximum) and its threshold, warn_after if set."""
     if values.empty:
-        return _empty(title, "no SLA checks in this window")
+        return empty_figure(title, "no SLA checks in this window")
     names = sorted(values["name"].unique())
     fig = make_subplots(rows=len(names), cols=1, shared_xaxes=True, subplot_titles=names,
                         vertical_spacing=min(0.08, 0.5 / len(names)))
@@ -103,7 +104,7 @@ VIOLATION_COLUMNS = {"name": "SLA", "status": "status", "started_at": "started (
 def violations_table(episodes: pd.DataFrame, *, title: str = "Violations") -> go.Figure:
     """A table of violation / error episodes (newest first); says so when there were none."""
     if episodes.empty:
-        return _empty(title, "no violations in this window")
+        return empty_figure(title, "no violations in this window")
     df = episodes[list(VIOLATION_COLUMNS)].copy()
     for col in ("started_at", "last_seen_at"):
         df[col] = pd.to_datetime(df[col]).dt.strftime("%Y-%m-%d %H:%M:%S")

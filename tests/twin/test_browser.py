@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from fibreflow.store import Store
-from fibreflow.twin.sample_data import fill_sample_history
 
 playwright = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium")
@@ -26,8 +25,11 @@ ERRORS = ".jp-RenderedText[data-mime-type='application/vnd.jupyter.stderr'], .jp
 
 
 @pytest.fixture
-def twin_db(store: Store) -> Path:
-    fill_sample_history(store, days=3, seed=4, sla_interval_min=10)
+def twin_db(store: Store, tmp_path: Path) -> Path:
+    """A store filled by the demo: its SLA cycles, its autopilot build, its model calls."""
+    from fibreflow.demo import run_demo
+
+    run_demo(workdir=tmp_path / "demo", store_path=store.path, attempts=3, report=False, out=lambda line: None)
     return store.path
 
 
@@ -50,14 +52,15 @@ def test_the_five_panels_render_react_and_follow_the_store(twin_db: Path, tmp_pa
                 panel.wait_for(state="visible")
                 plots = panel.locator(".js-plotly-plot")
                 assert plots.count() >= 1, title
-                drawn = plots.evaluate_all("ps => ps.map(g => [g._fullData ? g._fullData.length : 0, g.offsetWidth])")
+                drawn = plots.evaluate_all("ps => ps.map(g => [g._fullData ? g._fullData.length "
+                                          "+ (g.layout.meta === 'empty' ? 1 : 0) : 0, g.offsetWidth])")
                 assert all(n > 0 for n, _ in drawn), f"{title}: a figure without data {drawn}"
                 assert all(w > 300 for _, w in drawn), f"{title}: a figure not sized to its panel {drawn}"
                 assert panel.locator(".ff-error").is_hidden(), title
                 page.wait_for_timeout(300)  # let plotly finish its transitions before the picture
                 page.screenshot(path=str(REPORTS / f"{css}.png"), full_page=True)
             assert page.locator(ERRORS).count() == 0
-            assert "whatsapp_message_max_delay" in (page.text_content(".ff-fig-violations") or "")  # ongoing
+            assert "neon_to_convex_max_delay" in (page.text_content(".ff-panel-infrastructure") or "")
             assert "Traceback" not in (page.text_content("body") or "")
 
             # a what-if control moves, the projection follows

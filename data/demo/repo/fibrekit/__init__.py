@@ -1,0 +1,1 @@
+"""fibrekit: small helpers for planning fibre links."""
