@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from fibreflow.sla.views import empty_figure
+from fibreflow.figures import empty_figure
 
 #: Colour per tier, and for the Sonnet baseline and sandboxes.
 TIER_COLORS = {"haiku": "#2ca02c", "sonnet": "#1f77b4", "opus": "#9467bd", "other": "#7f7f7f"}

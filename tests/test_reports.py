@@ -139,7 +139,8 @@ def test_parameters_are_coerced_to_the_default_type(tmp_path: Path) -> None:
 
 def test_cli_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", "nope"]) == 2
-    assert "unknown report 'nope'; known reports: sla" in capsys.readouterr().err
+    assert "unknown report 'nope'; known reports: build, cost, digital_twin, learning, simulate, sla" \
+        in capsys.readouterr().err
     assert main(["report", "sla", "-p", "dayz=3"]) == 2
     err = capsys.readouterr().err
     assert "sla_report.ipynb" in err and "unknown parameter 'dayz'; accepted: days, db_path, config_path" in err

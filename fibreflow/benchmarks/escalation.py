@@ -24,6 +24,7 @@ from typing import Any
 from fibreflow.benchmarks._candidates import GENERATED, SAMPLES, add_execution_arguments, as_attempts, execute
 from fibreflow.benchmarks._execution import CandidateResult
 from fibreflow.benchmarks._humaneval import Task, load_tasks
+from fibreflow.benchmarks._stoprule import Rule, TierState, Trace, calibrate, evaluate, split
 from fibreflow.config import SelectionSettings
 from fibreflow.errors import ConfigError
 from fibreflow.selection import Behaviour, BestOfNSelector
@@ -38,8 +39,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--generated-tests", type=Path, default=GENERATED, help="model-generated tests")
     p.add_argument("--prices", default="1,3,15", help="price per sample of each tier (default 1,3,15)")
     p.add_argument("--k", type=int, default=3, help="samples bought per tier (default 3)")
-    p.add_argument("--agree", type=int, default=2,
-                   help="attempts that must behave like the pick before a tier is trusted (default 2)")
+    p.add_argument("--agree", default="2",
+                   help="attempts that must behave like the pick before a tier is trusted: one number, or "
+                        "one per tier below the top (default 2)")
+    p.add_argument("--give-up", default="none",
+                   help="per tier below the top: give up (buy no more) when no attempt passes every example "
+                        "and the best passes at most this share of them; 'none' never (default none)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="choose --agree/--give-up on the even-numbered tasks, report on the odd ones")
+    p.add_argument("--target", type=float, default=0.98, help="quality ratio --calibrate must keep (default 0.98)")
     p.add_argument("--trials", type=int, default=5, help="draws per problem (default 5)")
     p.add_argument("--seed", default="0", help="seed of the draws (default 0)")
     add_execution_arguments(p)
@@ -119,45 +127,68 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for t, pool in enumerate(pools):
         res, facts = execute([pool[tid] for tid in common], needed[t], args)
         results.append(res)
-    return _score(plans, pools, results, prices, args, names, facts)
+    rule = _rule(args, len(names))
+    traces = _traces(plans, pools, results)
+    out: dict[str, Any] = {}
+    if args.calibrate:
+        cal = calibrate(traces, prices, args.k, target=args.target)
+        rule = cal.pop("rule")
+        out["calibration"] = cal
+    figures = evaluate(traces, rule, prices, args.k)
+    tune, held = split(traces)
+    return {**figures, "stopped_at": dict(zip(names, figures["stopped_at"], strict=True)),
+            "rule": rule.as_json(), "split": {"tune": evaluate(tune, rule, prices, args.k),
+                                              "heldout": evaluate(held, rule, prices, args.k)},
+            **out, "tiers": names, "prices": prices, "k": args.k, "tasks": len(common), "trials": args.trials,
+            "emulated": bool(args.emulate), **facts}
 
 
-def _score(plans: list, pools: list[dict[str, Task]], results: list[dict[str, dict[int, CandidateResult]]],
-           prices: list[float], args: argparse.Namespace, names: list[str], facts: dict[str, Any]) -> dict[str, Any]:
+def _rule(args: argparse.Namespace, tiers: int) -> Rule:
+    """The stop / give-up rule from ``--agree`` and ``--give-up`` (one value, or one per lower tier)."""
+    def per_tier(option: str, text: str, parse: Any) -> tuple[Any, ...]:
+        try:
+            values = [parse(x.strip()) for x in text.split(",")]
+        except ValueError:
+            raise ConfigError(f"{option} {text!r}: expected a number or a comma list", key=option) from None
+        if len(values) == 1:
+            values *= tiers - 1
+        if len(values) != tiers - 1:
+            raise ConfigError(f"{option} has {len(values)} values for {tiers - 1} tiers below the top", key=option)
+        return tuple(values)
+    return Rule(per_tier("--agree", args.agree, int),
+                per_tier("--give-up", args.give_up, lambda x: None if x == "none" else float(x)))
+
+
+def _traces(plans: list, pools: list[dict[str, Task]],
+            results: list[dict[str, dict[int, CandidateResult]]]) -> list[Trace]:
+    """What the selector and an agent know after each tier of each draw (see ``TierState``)."""
     selector = BestOfNSelector(SelectionSettings())
-    solved = cost = base_solved = base_cost = 0.0
-    stopped_at = [0] * len(names)
     top = len(pools) - 1
+    traces = []
     for tid, _, ladder, baseline in plans:
         attempts, outcomes, tests, verdict = [], {}, {}, {}
+        states = []
         for t, drawn in enumerate(ladder):
-            cost += prices[t] * len(drawn)
             tier_attempts, behaviour = as_attempts(pools[t][tid], results[t][tid], drawn)
             for a in tier_attempts:
-                verdict[f"{t}:{a.attempt_id}"] = results[t][tid][int(a.attempt_id)].hidden
-                outcomes[f"{t}:{a.attempt_id}"] = behaviour.outcomes[a.attempt_id]
-                tests[f"{t}:{a.attempt_id}"] = behaviour.pool_tests[a.attempt_id]
-                a.attempt_id = f"{t}:{a.attempt_id}"
+                key = f"{t}:{a.attempt_id}"
+                verdict[key] = results[t][tid][int(a.attempt_id)].hidden
+                outcomes[key] = behaviour.outcomes[a.attempt_id]
+                tests[key] = behaviour.pool_tests[a.attempt_id]
+                a.attempt_id = key
             attempts += tier_attempts
             merged = Behaviour(outcomes=outcomes, pool_tests=tests, test_weights=behaviour.test_weights)
-            selection = selector.select_best(attempts, behaviour=merged)
-            winner = selection.winner
-            peers = [a for a in attempts if merged.signature(a.attempt_id) == merged.signature(winner.attempt_id)]
-            if (winner.passed and len(peers) >= args.agree) or t == top:
-                solved += verdict[winner.attempt_id]
-                stopped_at[t] += 1
-                break
-        base_cost += prices[top] * len(baseline)
+            winner = selector.select_best(attempts, behaviour=merged).winner
+            mine = merged.signature(winner.attempt_id)
+            states.append(TierState(
+                passed=winner.passed, peers=sum(merged.signature(a.attempt_id) == mine for a in attempts),
+                passing=sum(a.passed for a in attempts),
+                best_fraction=max(a.tests_passed / (a.tests_passed + a.tests_failed)
+                                  if a.tests_passed + a.tests_failed else 1.0 for a in attempts),
+                hidden=bool(verdict[winner.attempt_id])))
         base_attempts, behaviour = as_attempts(pools[top][tid], results[top][tid], baseline)
         pick = selector.select_best(base_attempts, behaviour=behaviour).winner
-        base_solved += results[top][tid][int(pick.attempt_id)].hidden
-    count = len(plans)
-    solved, cost, base_solved, base_cost = solved / count, cost / count, base_solved / count, base_cost / count
-    return {
-        "solved": round(solved, 4), "cost": round(cost, 3), "baseline_solved": round(base_solved, 4),
-        "baseline_cost": round(base_cost, 3), "cost_ratio": round(cost / base_cost, 4) if base_cost else None,
-        "quality_ratio": round(solved / base_solved, 4) if base_solved else None,
-        "tiers": names, "prices": prices, "k": args.k, "agree": args.agree, "tasks": count // args.trials,
-        "trials": args.trials, "stopped_at": dict(zip(names, stopped_at, strict=True)),
-        "emulated": bool(args.emulate), **facts,
-    }
+        traces.append(Trace(tid, tuple(states), bool(results[top][tid][int(pick.attempt_id)].hidden)))
+    return traces
+
+

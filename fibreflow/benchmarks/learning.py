@@ -1,5 +1,9 @@
 """The learning effect: the same attempts twice, the second time with the first run's knowledge base.
 
+``--scenario demo`` (the default) runs the project's real loop, the autopilot with the ``claude``
+agent against the SCRIPTED model on the demo repository (see ``_learning_demo``). ``--scenario
+humaneval`` replays recorded CodeGen samples as below.
+
 Attempts are real CodeGen samples of HumanEval problems, submitted in order until one passes the
 problem's docstring examples (the feature's tests), at most ``--iterations`` per problem. Every
 attempt's examples run in a sandbox; failures go to a fresh knowledge base from that real output.
@@ -24,6 +28,7 @@ from typing import Any
 
 from fibreflow.benchmarks._candidates import GENERATED, SAMPLES
 from fibreflow.benchmarks._humaneval import Task, load_tasks
+from fibreflow.errors import ConfigError
 from fibreflow.learning import AgentAttempt, FailureKnowledgeBase, Learning, LearningContext
 from fibreflow.store import Store
 
@@ -49,6 +54,11 @@ sys.exit(1 if failed else 0)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scenario", choices=("demo", "humaneval"), default="demo",
+                   help="demo: the autopilot on the demo repository with the scripted model, twice (default); "
+                        "humaneval: replay recorded CodeGen samples")
+    p.add_argument("--attempts", type=int, default=6, help="demo: attempts per feature (default 6)")
+    p.add_argument("--workers", type=int, default=None, help="demo: attempts run at once (default: the runner's)")
     p.add_argument("--samples", type=Path, default=SAMPLES, help="the attempts' samples")
     p.add_argument("--tasks", type=int, default=None, help="only the first K problems (default all)")
     p.add_argument("--iterations", type=int, default=5, help="attempts per problem at most (default 5)")
@@ -148,6 +158,12 @@ def _run_once(tasks: list[Task], evidence: dict, kb: FailureKnowledgeBase, *, it
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.scenario == "demo":
+        from fibreflow.benchmarks._learning_demo import run_demo
+
+        if args.attempts < 1:
+            raise ConfigError(f"--attempts must be at least 1, got {args.attempts}", key="--attempts")
+        return run_demo(attempts=args.attempts, workers=args.workers)
     tasks = [t for t in load_tasks(args.samples, GENERATED, limit=args.tasks) if t.examples]
     evidence = _evidence(tasks, args.drafts, args)
     with tempfile.TemporaryDirectory(prefix="ff-bench-learn-db-") as tmp:
@@ -158,4 +174,5 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                            use_learnings=True, run_id="second")
         patterns = len(kb.list_patterns())
     return {**{k: second[k] for k in ("success_rate", "repeat_failure_rate", "attempts")},
-            "baseline": first, "tasks": len(tasks), "iterations": args.iterations, "patterns": patterns}
+            "baseline": first, "tasks": len(tasks), "iterations": args.iterations, "patterns": patterns,
+            "scenario": "humaneval", "model": "replayed CodeGen-16B samples"}

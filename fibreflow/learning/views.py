@@ -8,6 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from fibreflow.figures import widen_time_axis
 from fibreflow.learning.report import shorten
 
 
@@ -23,7 +24,7 @@ def growth_figure(first_seen: pd.DataFrame, failures: pd.DataFrame, start: dt.da
         fig.add_bar(x=failures["day"], y=failures["n"], name="failures stored per day", marker_color="#d9d9d9",
                     secondary_y=True)
     fig.update_layout(title="Knowledge base growth", height=340, legend={"orientation": "h"})
-    return fig
+    return widen_time_axis(fig, [*first_seen.get("first", []), *failures.get("day", [])], span=dt.timedelta(days=7))
 
 
 def iterations_figure(iterations: pd.DataFrame) -> go.Figure:

@@ -6,23 +6,17 @@ none reads the store, so the dashboard can rebuild them from whatever data it po
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from fibreflow.figures import empty_figure, widen_time_axis
 from fibreflow.sla.compliance import STATUS_RANK
 
 #: Colour per status, in ``STATUS_RANK`` order: green, amber, grey (unmeasured), red.
 STATUS_COLORS = {"ok": "#2ca02c", "warn": "#ffbf00", "error": "#7f7f7f", "violation": "#d62728"}
-
-
-def empty_figure(title: str, message: str) -> go.Figure:
-    """A figure that says there is nothing to show; ``layout.meta`` is "empty" so tests can tell."""
-    fig = go.Figure()
-    fig.update_layout(title=title, meta="empty", xaxis_visible=False, yaxis_visible=False, height=220,
-                      annotations=[{"text": message, "showarrow": False, "font": {"size": 16},
-                                    "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5}])
-    return fig
 
 
 def compliance_figure(compliance: pd.DataFrame, *, title: str = "Compliance per SLA") -> go.Figure:
@@ -69,7 +63,7 @@ def status_heatmap(hours: pd.DataFrame, *, title: str = "Status by SLA and hour 
         colorbar={"tickvals": list(STATUS_RANK.values()), "ticktext": list(STATUS_RANK), "title": "worst"}))
     fig.update_layout(title=title, height=max(260, 40 * len(rank.index) + 140),
                       yaxis={"autorange": "reversed"})
-    return fig
+    return widen_time_axis(fig, rank.columns, span=dt.timedelta(hours=6))
 
 
 def values_figure(values: pd.DataFrame, *, title: str = "Value over time against the threshold") -> go.Figure:
@@ -93,7 +87,7 @@ def values_figure(values: pd.DataFrame, *, title: str = "Value over time against
                                      line={"color": STATUS_COLORS["warn"], "dash": "dot", "shape": "hv"},
                                      legendgroup="warn", showlegend=first), row=row, col=1)
     fig.update_layout(title=title, height=160 * len(names) + 140, hovermode="x unified")
-    return fig
+    return widen_time_axis(fig, values["checked_at"], span=dt.timedelta(hours=1))
 
 
 VIOLATION_COLUMNS = {"name": "SLA", "status": "status", "started_at": "started (UTC)",

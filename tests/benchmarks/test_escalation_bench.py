@@ -34,7 +34,7 @@ def test_cheap_tier_kept_when_attempts_agree_else_escalated(capsys: pytest.Captu
                  "--state-dir", str(tmp_path / "state")])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["stopped_at"] == {"cheap": 1, "strong": 1}
+    assert result["stopped_at"] == {"cheap": 0.5, "strong": 0.5} and result["gave_up"] == 0.0
     assert result["solved"] == 1.0 and result["baseline_solved"] == 1.0 and result["quality_ratio"] == 1.0
     assert result["cost"] == (3 + 33) / 2 and result["baseline_cost"] == 30
     assert result["cost_ratio"] == pytest.approx(0.6)
@@ -46,3 +46,34 @@ def test_bad_tier_options_are_usage_errors(capsys: pytest.CaptureFixture[str], t
     f = write(tmp_path / "a.jsonl", {"HumanEval/0": [RIGHT0]})
     assert main(["bench", "escalation", "--tier", f"a={f}", "--prices", "1,3", "--json"]) == 2
     assert "2 values for 1 tiers" in capsys.readouterr().err
+
+
+def test_give_up_keeps_the_cheap_pick_when_no_attempt_has_a_foothold(capsys: pytest.CaptureFixture[str],
+                                                                     tmp_path: Path) -> None:
+    cheap = write(tmp_path / "cheap.jsonl", {"HumanEval/0": [RIGHT0] * 3, "HumanEval/2": WRONG2})
+    strong = write(tmp_path / "strong.jsonl", {"HumanEval/0": [RIGHT0] * 3, "HumanEval/2": RIGHT2})
+    code = main(["bench", "escalation", "--json", "--tier", f"cheap={cheap}", "--tier", f"strong={strong}",
+                 "--prices", "1,10", "--k", "3", "--trials", "1", "--give-up", "0", "--cache",
+                 str(tmp_path / "cache"), "--state-dir", str(tmp_path / "state")])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    # HumanEval/2: every cheap attempt fails every example, so the strong tier is never bought
+    assert result["gave_up"] == 0.5 and result["stopped_at"] == {"cheap": 1.0, "strong": 0.0}
+    assert result["cost"] == 3 and result["solved"] == 0.5 and result["quality_ratio"] == 0.5
+    assert result["rule"] == {"agree": [2], "give_up_at_best_fraction": [0.0]}
+    assert result["split"]["tune"]["draws"] == 2 and result["split"]["heldout"]["draws"] == 0
+
+
+def test_calibration_tunes_on_even_tasks_and_reports_the_odd_ones() -> None:
+    from fibreflow.benchmarks._stoprule import Rule, TierState, Trace, calibrate
+
+    right, wrong = TierState(True, 3, 3, 1.0, True), TierState(False, 1, 0, 0.0, False)
+    fixed = TierState(True, 3, 3, 1.0, True)
+    traces = [Trace("HumanEval/0", (right, right), True), Trace("HumanEval/1", (right, right), True),
+              Trace("HumanEval/2", (wrong, fixed), True), Trace("HumanEval/3", (wrong, wrong), False)]
+    cal = calibrate(traces, [1.0, 10.0], 3, target=0.98)
+    # on the tuning half HumanEval/2 needs the strong tier, so giving up is not chosen
+    assert cal["met_on_tune"] and cal["rule"].give_up == (None,)
+    assert cal["tune"]["quality_ratio"] == 1.0 and cal["heldout"]["draws"] == 2
+    assert cal["heldout"]["solved"] == 0.5 and cal["heldout"]["cost"] == (3 + 33) / 2
+    assert Rule((2,), (0.0,)).decide(0, wrong) == "give_up" and Rule((2,), (None,)).decide(0, wrong) == "escalate"
