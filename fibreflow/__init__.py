@@ -1,29 +1,65 @@
-"""FibreFlow: an operations workbench for autonomous coding agents."""
+"""FibreFlow: an operations workbench for autonomous coding agents.
+
+The public API is importable from here; each name loads its module on first use, so
+``import fibreflow`` (and the CLI's start) stays fast.
+"""
 
 from __future__ import annotations
 
-from fibreflow.config import Settings, load_settings
-from fibreflow.errors import (
-    ConfigError,
-    FibreflowError,
-    SandboxError,
-    SLAViolationError,
-    StoreError,
-)
-from fibreflow.store import BatchWriter, Store, open_store
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BatchWriter",
-    "ConfigError",
-    "FibreflowError",
-    "SLAViolationError",
-    "SandboxError",
-    "Settings",
-    "Store",
-    "StoreError",
-    "__version__",
-    "load_settings",
-    "open_store",
-]
+# name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "AgentAttempt": "fibreflow.learning",
+    "AttemptOutcome": "fibreflow.agents",
+    "AttemptTask": "fibreflow.agents",
+    "BatchWriter": "fibreflow.store",
+    "BestOfNSelector": "fibreflow.selection",
+    "ConfigError": "fibreflow.errors",
+    "FailureKnowledgeBase": "fibreflow.learning",
+    "FibreflowError": "fibreflow.errors",
+    "LLMClient": "fibreflow.llm",
+    "ModelRouter": "fibreflow.routing",
+    "ParallelRunner": "fibreflow.runner",
+    "SLAMonitor": "fibreflow.sla.monitor",
+    "SLAViolationError": "fibreflow.errors",
+    "SandboxError": "fibreflow.errors",
+    "SandboxManager": "fibreflow.sandbox.manager",
+    "ScenarioResult": "fibreflow.simulation",
+    "Settings": "fibreflow.config",
+    "Store": "fibreflow.store",
+    "StoreError": "fibreflow.errors",
+    "analyze_failure": "fibreflow.learning",
+    "approve_run": "fibreflow.autopilot",
+    "get_agent": "fibreflow.agents",
+    "load_settings": "fibreflow.config",
+    "load_sla_config": "fibreflow.sla.config",
+    "open_store": "fibreflow.store",
+    "optimize_model_routing": "fibreflow.simulation",
+    "plan_capacity": "fibreflow.simulation",
+    "reject_run": "fibreflow.autopilot",
+    "require_fresh_data": "fibreflow.sla.monitor",
+    "resume_autopilot": "fibreflow.autopilot",
+    "run_autopilot": "fibreflow.autopilot",
+    "run_report": "fibreflow.reports",
+    "select_best": "fibreflow.selection",
+    "simulate_add_agents": "fibreflow.simulation",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fibreflow' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
