@@ -43,13 +43,6 @@ def ago(seconds: float) -> dt.datetime:
 
 
 @pytest.fixture
-def http() -> Iterator[LocalHTTPSource]:
-    server = LocalHTTPSource()
-    yield server
-    server.close()
-
-
-@pytest.fixture
 def non_utc_local_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Run with a local zone far from UTC, so treating naive timestamps as local time shows."""
     monkeypatch.setenv("TZ", "Asia/Kolkata")

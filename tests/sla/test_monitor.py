@@ -12,7 +12,6 @@ import time
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +29,6 @@ from fibreflow.store import Store
 from fibreflow.testing.slack_receiver import SlackReceiver
 
 UTC = dt.UTC
-
-
-@pytest.fixture
-def http() -> Iterator[LocalHTTPSource]:
-    server = LocalHTTPSource()
-    yield server
-    server.close()
 
 
 @pytest.fixture
