@@ -46,6 +46,12 @@ def python_dirs() -> list[str]:
     return dirs
 
 
+def python_args() -> list[str]:
+    """bwrap binds of the interpreter trees; they go after the private /tmp is mounted, since a
+    checkout (and so its .venv) may live under /tmp and the tmpfs would hide it."""
+    return [arg for path in python_dirs() for arg in ("--ro-bind", path, path)]
+
+
 def python_bin() -> str:
     """The directory of this interpreter's ``python``, first on the sandbox's PATH."""
     return os.path.join(sys.prefix, "bin")
@@ -134,8 +140,6 @@ def system_args(network: bool, etc: Path | None = None) -> tuple[str, ...]:
         for name in _ETC + _ETC_NETWORK:
             if os.path.exists("/etc/" + name):
                 args += ["--ro-bind", "/etc/" + name, "/etc/" + name]
-    for path in python_dirs():
-        args += ["--ro-bind", path, path]
     # bwrap leaves /proc/sys writable when the directory itself is mode 0555; uid 0 inside maps
     # to the host's root, so global sysctls must be read-only
     args += ["--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys",

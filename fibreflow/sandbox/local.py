@@ -44,6 +44,7 @@ from fibreflow.sandbox.isolation import (
     MODES,
     isolation_mode,
     prepare_etc,
+    python_args,
     python_bin,
     system_args,
 )
@@ -134,7 +135,7 @@ class LocalSandbox:
         if self.isolation != MODE_COPY:
             workspace = str(self.dir / ("merged" if self.isolation == MODE_OVERLAY else "workspace"))
             self._bwrap = ["bwrap", *system_args(p.network, self._etc), "--size", str(p.memory_mb << 20),
-                           "--tmpfs", "/tmp", "--bind", workspace, WORKSPACE, "--remount-ro", "/",
+                           "--tmpfs", "/tmp", *python_args(), "--bind", workspace, WORKSPACE, "--remount-ro", "/",
                            "--chdir", WORKSPACE, "--clearenv"]
 
     def _build_env(self) -> dict[str, str]:
