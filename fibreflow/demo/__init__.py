@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n== demo done: {len(summary.cycles)} SLA cycles (violation seen: {violated}, recovered: "
           f"{recovered}, alerts delivered: {len(summary.alerts)}); build {summary.build_run_id}: "
           f"{summary.build_state}; store: {settings.db_path}")
-    print(f"   approve the build:  fibreflow approve {summary.build_run_id}")
+    print(f"   approve the build:  .venv/bin/fibreflow approve {summary.build_run_id}")
     db = "" if settings.db_path == Path("data/fibreflow.duckdb") else f"FIBREFLOW_DB={settings.db_path} "
     print(f"   open the twin:      {db}.venv/bin/fibreflow twin    (then http://127.0.0.1:8866)")
     return 0 if violated and recovered and built else 1
