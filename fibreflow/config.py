@@ -8,6 +8,7 @@ file, so they cannot end up in the store or a report.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +24,13 @@ SECRET_ENV_VARS = ("ANTHROPIC_API_KEY", "E2B_API_KEY", "SLACK_BOT_TOKEN", "SLACK
 def _default_state_dir() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "fibreflow"
+
+
+def _check_tiers(names: Iterable[str], *, what: str = "unknown tier") -> None:
+    """ValueError naming the first name that is not a tier, and the known ones."""
+    unknown = sorted(set(names) - set(TIERS))
+    if unknown:
+        raise ValueError(f"{what} {unknown[0]!r} (known: {', '.join(TIERS)})")
 
 
 class _Section(BaseModel):
@@ -80,17 +88,14 @@ class ModelsSettings(_Section):
     @field_validator("tiers")
     @classmethod
     def _known_tiers(cls, value: dict[str, str]) -> dict[str, str]:
-        unknown = sorted(set(value) - set(TIERS))
-        if unknown:
-            raise ValueError(f"unknown tier {unknown[0]!r} (known: {', '.join(TIERS)})")
+        _check_tiers(value)
         return {**_DEFAULT_TIER_MODELS, **value}
 
     @field_validator("agent_rules")
     @classmethod
     def _rule_tiers(cls, value: dict[str, str]) -> dict[str, str]:
         for agent, tier in value.items():
-            if tier not in TIERS:
-                raise ValueError(f"agent {agent!r} maps to unknown tier {tier!r} (known: {', '.join(TIERS)})")
+            _check_tiers([tier], what=f"agent {agent!r} maps to unknown tier")
         return value
 
 
@@ -151,9 +156,7 @@ class SimulationSettings(_Section):
     @field_validator("rate_limits")
     @classmethod
     def _rate_tiers(cls, value: dict[str, RateLimit]) -> dict[str, RateLimit]:
-        unknown = sorted(set(value) - set(TIERS))
-        if unknown:
-            raise ValueError(f"unknown tier {unknown[0]!r} (known: {', '.join(TIERS)})")
+        _check_tiers(value)
         return {**_default_rate_limits(), **value}
 
 
@@ -214,8 +217,8 @@ class AutopilotSettings(_Section):
     @field_validator("decompose_tier")
     @classmethod
     def _tier(cls, value: str | None) -> str | None:
-        if value is not None and value not in TIERS:
-            raise ValueError(f"unknown tier {value!r} (known: {', '.join(TIERS)})")
+        if value is not None:
+            _check_tiers([value])
         return value
 
 
