@@ -8,12 +8,11 @@ real sources to measure without any network or credentials. The demo can make it
 from __future__ import annotations
 
 import datetime as dt
-import os
 import sqlite3
 from pathlib import Path
 from types import TracebackType
 
-from fibreflow.sla.localdata import LocalHTTPSource
+from fibreflow.sla.localdata import LocalHTTPSource, touch_image
 
 
 class DemoDataLayer:
@@ -77,9 +76,7 @@ class DemoDataLayer:
                         ("DR-demo", at.isoformat()))
             con.execute("INSERT INTO qfield_sync_events (at) VALUES (?)", (at.isoformat(),))
         self._set_convex(at)
-        image = self.images / f"DR{int(at.timestamp())}.jpg"
-        image.write_bytes(b"\xff\xd8\xff\xe0demo\xff\xd9")
-        os.utime(image, (at.timestamp(), at.timestamp()))
+        touch_image(self.images, f"DR{int(at.timestamp())}.jpg", at)
 
     def stall(self, *, minutes: float = 15) -> None:
         """The Neon -> Convex sync stops: Neon moves on, Convex stays ``minutes`` behind."""

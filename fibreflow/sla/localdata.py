@@ -199,7 +199,8 @@ class LocalDataLayer:
         self.close()
 
 
-def _touch(directory: Path, name: str, ts: dt.datetime) -> None:
+def touch_image(directory: Path, name: str, ts: dt.datetime) -> None:
+    """Write image ``name`` in ``directory`` with modification time ``ts``, the newest there."""
     path = directory / name
     path.write_bytes(b"\xff\xd8\xff\xe0 local demo image")
     os.utime(path, (ts.timestamp(), ts.timestamp()))
@@ -236,7 +237,7 @@ def _whatsapp_messages(layer: LocalDataLayer, ts: dt.datetime, age_s: float) -> 
 
 def _whatsapp_images(layer: LocalDataLayer, ts: dt.datetime, age_s: float) -> None:
     now = dt.datetime.now(UTC)
-    _touch(layer.media_dir, "IMG-0001.jpg", now)
+    touch_image(layer.media_dir, "IMG-0001.jpg", now)
     layer._pg("DELETE FROM whatsapp_images")
     layer._pg("INSERT INTO whatsapp_images (uploaded_at) VALUES (%s)", [now - dt.timedelta(seconds=age_s)])
 
@@ -244,7 +245,7 @@ def _whatsapp_images(layer: LocalDataLayer, ts: dt.datetime, age_s: float) -> No
 SETTERS = {
     "neon_to_convex_max_delay": _neon_and_convex,
     "delivery_reports_fresh": _delivery_reports,
-    "vlm_image_max_age": lambda layer, ts, age: _touch(layer.vlm_dir, "DR0001.jpg", ts),
+    "vlm_image_max_age": lambda layer, ts, age: touch_image(layer.vlm_dir, "DR0001.jpg", ts),
     "qfield_sync_interval": lambda layer, ts, age: _sqlite(
         layer.qfield_db, "DELETE FROM qfield_sync_log; INSERT INTO qfield_sync_log VALUES (?)", _naive(ts)),
     "whatsapp_message_max_delay": _whatsapp_messages,

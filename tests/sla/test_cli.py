@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import sqlite3
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from fibreflow.cli import main
+from fibreflow.sla.localdata import touch_image
 from fibreflow.store import Store
 from fibreflow.testing.slack_receiver import SlackReceiver
 
@@ -19,10 +21,7 @@ from fibreflow.testing.slack_receiver import SlackReceiver
 def make_sources(tmp_path: Path, *, image_age: float = 5, sync_age: float = 10) -> dict[str, Path]:
     images = tmp_path / "images"
     images.mkdir(exist_ok=True)
-    f = images / "DR1.jpg"
-    f.write_bytes(b"x")
-    ts = time.time() - image_age
-    os.utime(f, (ts, ts))
+    touch_image(images, "DR1.jpg", dt.datetime.now(dt.UTC) - dt.timedelta(seconds=image_age))
     db = tmp_path / "qfield.db"
     with sqlite3.connect(db) as con:
         con.execute("CREATE TABLE IF NOT EXISTS sync_log (synced_at TEXT)")

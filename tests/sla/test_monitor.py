@@ -23,7 +23,7 @@ from fibreflow.sla import checks
 from fibreflow.sla.alerts import AlertDispatcher
 from fibreflow.sla.checks import Measurement
 from fibreflow.sla.config import sla_config_from_dict
-from fibreflow.sla.localdata import LocalHTTPSource
+from fibreflow.sla.localdata import LocalHTTPSource, touch_image
 from fibreflow.sla.monitor import SLAMonitor, SLAWarning, require_fresh_data
 from fibreflow.store import Store
 from fibreflow.testing.slack_receiver import SlackReceiver
@@ -48,10 +48,7 @@ def set_age(pg_dsn: str, table: str, seconds: float) -> None:
 def image_dir(tmp_path: Path, age: float = 5) -> Path:
     d = tmp_path / "images"
     d.mkdir(exist_ok=True)
-    f = d / "DR1.jpg"
-    f.write_bytes(b"x")
-    ts = time.time() - age
-    os.utime(f, (ts, ts))
+    touch_image(d, "DR1.jpg", dt.datetime.now(dt.UTC) - dt.timedelta(seconds=age))
     return d
 
 
