@@ -45,7 +45,7 @@ def _print_cycle(label: str, results: list[CheckResult], out: Print) -> None:
             + (f"  ({r.reason})" if r.reason and r.status != "ok" else ""))
 
 
-def run_sla_demo(*, workdir: Path, store_path: Path | None = None, report: bool = True,
+def run_sla_demo(*, workdir: Path, store_path: Path | None = None,
                  out: Print = print) -> DemoSummary:
     """SLA cycles against the local data layer: healthy, the sync stalls, it recovers."""
     from fibreflow.config import load_settings
@@ -84,9 +84,6 @@ def run_sla_demo(*, workdir: Path, store_path: Path | None = None, report: bool 
             for message in slack.messages[len(summary.alerts):]:
                 summary.alerts.append(message.text or "")
                 out(f"    alert received by the local Slack receiver: {message.text}")
-    if report:
-        summary.reports.update(render_reports({"sla": {"days": 1, "config_path": str(config_path)}},
-                                              db_path=store.path, out=out))
     return summary
 
 
@@ -111,7 +108,7 @@ def run_demo(*, workdir: Path, store_path: Path, attempts: int = 6, report: bool
     from fibreflow.store import Store
     from fibreflow.testing.slack_receiver import SlackReceiver
 
-    summary = run_sla_demo(workdir=workdir, store_path=store_path, report=False, out=out)
+    summary = run_sla_demo(workdir=workdir, store_path=store_path, out=out)
     store = Store(store_path)
     with SlackReceiver() as slack:
         result = run_build_demo(workdir=workdir, store=store, settings=load_settings(), attempts=attempts,
