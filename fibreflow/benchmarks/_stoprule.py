@@ -10,8 +10,9 @@ pick rides along only to score the rule afterwards. A ``Rule`` then decides per 
   attempt passes at most ``give_up[t]`` of them, i.e. the cheaper tiers found no foothold;
 - else buy the next tier. The top tier always stops.
 
-``calibrate`` picks the cheapest rule of a grid that keeps the quality target on the tuning half
-of the tasks (even HumanEval numbers) and reports it on the held-out half (odd numbers).
+``calibrate`` picks the cheapest rule of a grid that keeps the quality target on one half of the
+tasks (even or odd HumanEval numbers) and scores it on the other half, both ways round, so every
+task's figure comes from a rule tuned without it.
 """
 
 from __future__ import annotations
@@ -67,25 +68,34 @@ class Rule:
 
 def evaluate(traces: Sequence[Trace], rule: Rule, prices: Sequence[float], k: int) -> dict[str, Any]:
     """The rule's figures over ``traces``: per-draw means, ratios to the baseline, where it stopped."""
+    return evaluate_parts([(traces, rule)], prices, k)
+
+
+def evaluate_parts(parts: Sequence[tuple[Sequence[Trace], Rule]], prices: Sequence[float],
+                   k: int) -> dict[str, Any]:
+    """Figures over several groups of draws, each decided by its own rule (cross-fitting)."""
     solved = cost = base = gave_up = 0.0
     stopped = [0] * len(prices)
-    for trace in traces:
-        for tier, state in enumerate(trace.states):
-            cost += prices[tier] * k
-            verdict = rule.decide(tier, state)
-            if verdict != "escalate":
-                solved += state.hidden
-                stopped[tier] += 1
-                gave_up += verdict == "give_up"
-                break
-        base += trace.baseline
-    n = max(len(traces), 1)
+    n = 0
+    for traces, rule in parts:
+        for trace in traces:
+            for tier, state in enumerate(trace.states):
+                cost += prices[tier] * k
+                verdict = rule.decide(tier, state)
+                if verdict != "escalate":
+                    solved += state.hidden
+                    stopped[tier] += 1
+                    gave_up += verdict == "give_up"
+                    break
+            base += trace.baseline
+        n += len(traces)
+    draws, n = n, max(n, 1)
     base_cost = prices[-1] * k
     solved, cost, base = solved / n, cost / n, base / n
     return {"solved": round(solved, 4), "cost": round(cost, 3), "baseline_solved": round(base, 4),
             "baseline_cost": round(base_cost, 3), "cost_ratio": round(cost / base_cost, 4) if base_cost else None,
             "quality_ratio": round(solved / base, 4) if base else None, "gave_up": round(gave_up / n, 4),
-            "stopped_at": [round(s / n, 4) for s in stopped], "draws": len(traces)}
+            "stopped_at": [round(s / n, 4) for s in stopped], "draws": draws}
 
 
 def grid(tiers: int) -> list[Rule]:
@@ -101,22 +111,34 @@ def split(traces: Sequence[Trace]) -> tuple[list[Trace], list[Trace]]:
     return tune, [t for t in traces if int(t.task_id.split("/")[-1]) % 2 == 1]
 
 
-def calibrate(traces: Sequence[Trace], prices: Sequence[float], k: int, *,
-              target: float) -> dict[str, Any]:
-    """Tune on one half, report on the other: the cheapest grid rule whose tuning-half quality
-    ratio reaches ``target`` (or the best quality if none does), and the tuning half's
-    cost/quality Pareto front with each point's held-out figures."""
-    tune, held = split(traces)
+def fit(tune: Sequence[Trace], prices: Sequence[float], k: int, *, target: float) -> tuple[Rule, dict[str, Any], bool]:
+    """The cheapest grid rule whose quality ratio on ``tune`` reaches ``target`` (or, if none does,
+    the one that solves most), its figures there, and whether the target was reached."""
     scored = [(rule, evaluate(tune, rule, prices, k)) for rule in grid(len(prices))]
     ok = [(r, f) for r, f in scored if (f["quality_ratio"] or 0) >= target]
-    rule, fit = (min(ok, key=lambda rf: (rf[1]["cost"], -rf[1]["solved"])) if ok
-                 else max(scored, key=lambda rf: (rf[1]["solved"], -rf[1]["cost"])))
+    rule, figures = (min(ok, key=lambda rf: (rf[1]["cost"], -rf[1]["solved"])) if ok
+                     else max(scored, key=lambda rf: (rf[1]["solved"], -rf[1]["cost"])))
+    return rule, figures, bool(ok)
+
+
+def calibrate(traces: Sequence[Trace], prices: Sequence[float], k: int, *,
+              target: float) -> dict[str, Any]:
+    """Two-fold cross-fitting: a rule tuned on the even tasks decides the odd ones and vice versa, so
+    every task is scored by a rule that never saw it (``crossfit``). Also the even half's
+    cost/quality Pareto front, each point with its figures on the odd half."""
+    even, odd = split(traces)
+    folds = []
+    for name, tune, held in (("even", even, odd), ("odd", odd, even)):
+        rule, figures, met = fit(tune, prices, k, target=target)
+        folds.append({"tuned_on": name, "rule": rule, "met_on_tune": met, "tune": figures,
+                      "heldout": evaluate(held, rule, prices, k)})
+    crossfit = evaluate_parts([(odd, folds[0]["rule"]), (even, folds[1]["rule"])], prices, k)
     front, best_q = [], -1.0
+    scored = [(r, evaluate(even, r, prices, k)) for r in grid(len(prices))]
     for r, f in sorted(scored, key=lambda rf: (rf[1]["cost"], -rf[1]["solved"])):
         if f["solved"] > best_q:
             best_q = f["solved"]
-            h = evaluate(held, r, prices, k)
+            h = evaluate(odd, r, prices, k)
             front.append({**r.as_json(), "tune": [f["cost_ratio"], f["quality_ratio"]],
                           "heldout": [h["cost_ratio"], h["quality_ratio"]]})
-    return {"rule": rule, "target": target, "met_on_tune": bool(ok), "tune": fit,
-            "heldout": evaluate(held, rule, prices, k), "curve": front}
+    return {"target": target, "crossfit": crossfit, "folds": folds, "curve": front}

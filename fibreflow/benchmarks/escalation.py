@@ -8,9 +8,12 @@ bought. Baseline: best-of-k at the strongest tier alone. Costs are in units of `
 sample. JSON keys: ``solved``, ``cost``, ``baseline_solved``, ``baseline_cost``, ``cost_ratio``,
 ``quality_ratio``.
 
-With one real samples file, ``--emulate haiku=1,sonnet=3,opus=10`` builds tiers from it: a tier
-with odds multiplier m draws a sample that passes the hidden tests m times as readily as one
-that fails (a stronger model is more often right); the stop rule never sees those labels.
+With one real samples file, ``--emulate`` builds tiers from it: a tier with odds multiplier m
+draws a sample that passes the hidden tests m times as readily as one that fails (a stronger
+model is more often right); the stop rule never sees those labels. The multipliers are given
+directly (``haiku=1,sonnet=3,opus=10``) or derived from the tier models' published pass rates on
+one benchmark (``haiku=73.3%,sonnet=77.2%,opus=74.5%``: a constant shift in log-odds).
+``--calibrate`` replaces the fixed rule by cross-fitted tuned rules (see ``_stoprule``).
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tier", action="append", default=[], metavar="NAME=SAMPLES.jsonl",
                    help="a tier's samples, cheapest first (repeat per tier)")
     p.add_argument("--emulate", default=None, metavar="NAME=ODDS,...",
-                   help="emulate tiers from --samples by odds multipliers, e.g. haiku=1,sonnet=3,opus=10")
+                   help="emulate tiers from --samples by odds multipliers (haiku=1,sonnet=3,opus=10) or by "
+                        "published pass rates (haiku=73.3%%,sonnet=77.2%%,opus=74.5%%)")
     p.add_argument("--samples", type=Path, default=SAMPLES, help="the samples file --emulate draws from")
     p.add_argument("--generated-tests", type=Path, default=GENERATED, help="model-generated tests")
     p.add_argument("--prices", default="1,3,15", help="price per sample of each tier (default 1,3,15)")
@@ -46,7 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="per tier below the top: give up (buy no more) when no attempt passes every example "
                         "and the best passes at most this share of them; 'none' never (default none)")
     p.add_argument("--calibrate", action="store_true",
-                   help="choose --agree/--give-up on the even-numbered tasks, report on the odd ones")
+                   help="tune --agree/--give-up on one half of the tasks (even or odd numbers) and score the "
+                        "other half with it, both ways round (cross-fitting); replaces --agree/--give-up")
     p.add_argument("--target", type=float, default=0.98, help="quality ratio --calibrate must keep (default 0.98)")
     p.add_argument("--trials", type=int, default=5, help="draws per problem (default 5)")
     p.add_argument("--seed", default="0", help="seed of the draws (default 0)")
@@ -58,13 +63,9 @@ def _tiers(args: argparse.Namespace) -> tuple[list[str], list[dict[str, Task]], 
     if bool(args.tier) == bool(args.emulate):
         raise ConfigError("give either --tier NAME=SAMPLES.jsonl (repeated) or --emulate NAME=ODDS,...")
     if args.emulate:
-        try:
-            specs = [(name.strip(), float(odds)) for name, odds in (s.split("=") for s in args.emulate.split(","))]
-        except ValueError:
-            raise ConfigError(f"--emulate {args.emulate!r}: expected NAME=ODDS,... e.g. haiku=1,opus=10",
-                              key="--emulate") from None
+        names, odds = emulated_odds(args.emulate)
         tasks = {t.task_id: t for t in load_tasks(args.samples, args.generated_tests, limit=args.tasks)}
-        return [n for n, _ in specs], [tasks] * len(specs), [o for _, o in specs]
+        return names, [tasks] * len(names), odds
     names, pools = [], []
     for spec in args.tier:
         name, sep, path = spec.partition("=")
@@ -73,6 +74,35 @@ def _tiers(args: argparse.Namespace) -> tuple[list[str], list[dict[str, Task]], 
         names.append(name)
         pools.append({t.task_id: t for t in load_tasks(Path(path), args.generated_tests, limit=args.tasks)})
     return names, pools, None
+
+
+def emulated_odds(spec: str) -> tuple[list[str], list[float]]:
+    """Tier names and odds multipliers from ``NAME=ODDS,...`` or ``NAME=RATE%,...``.
+
+    A rate is a tier model's published pass rate on one benchmark; tiers then differ by a constant
+    shift in log-odds (as in item response theory): a tier's multiplier is its odds of passing
+    divided by the first tier's, so it is as much likelier to be right on every problem."""
+    try:
+        pairs = [(name.strip(), value.strip()) for name, value in (part.split("=") for part in spec.split(","))]
+    except ValueError:
+        raise ConfigError(f"--emulate {spec!r}: expected NAME=ODDS,... (haiku=1,opus=10) or NAME=RATE%,... "
+                          "(haiku=73.3%,opus=74.5%)", key="--emulate") from None
+    rates = [value.endswith("%") for _, value in pairs]
+    if any(rates) and not all(rates):
+        raise ConfigError(f"--emulate {spec!r}: give every tier an odds multiplier or every tier a pass rate",
+                          key="--emulate")
+    values: list[float] = []
+    for name, value in pairs:
+        try:
+            number = float(value.rstrip("%"))
+        except ValueError:
+            number = float("nan")
+        ok = 0 < number < 100 if value.endswith("%") else number > 0
+        if not name or not ok:
+            raise ConfigError(f"--emulate: {name or '?'}={value} is not a positive odds multiplier or a pass "
+                              "rate strictly between 0% and 100%", key="--emulate")
+        values.append(number / (100 - number) if value.endswith("%") else number)
+    return [n for n, _ in pairs], [v / values[0] for v in values] if all(rates) else values
 
 
 def _draw(rng: random.Random, candidates: Sequence[int], k: int, weights: Sequence[float] | None) -> list[int]:
@@ -127,20 +157,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for t, pool in enumerate(pools):
         res, facts = execute([pool[tid] for tid in common], needed[t], args)
         results.append(res)
-    rule = _rule(args, len(names))
     traces = _traces(plans, pools, results)
-    out: dict[str, Any] = {}
+    common_keys = {"tiers": names, "prices": prices, "k": args.k, "tasks": len(common), "trials": args.trials,
+                   "emulated": bool(args.emulate), **({"odds": odds} if odds else {}), **facts}
     if args.calibrate:
         cal = calibrate(traces, prices, args.k, target=args.target)
-        rule = cal.pop("rule")
-        out["calibration"] = cal
+        figures = cal.pop("crossfit")
+        folds = [{**f, "rule": f["rule"].as_json()} for f in cal.pop("folds")]
+        return {**figures, "stopped_at": dict(zip(names, figures["stopped_at"], strict=True)),
+                "rule": "cross-fitted: each half of the tasks decided by the rule tuned on the other half",
+                "calibration": {**cal, "folds": folds}, **common_keys}
+    rule = _rule(args, len(names))
     figures = evaluate(traces, rule, prices, args.k)
     tune, held = split(traces)
     return {**figures, "stopped_at": dict(zip(names, figures["stopped_at"], strict=True)),
-            "rule": rule.as_json(), "split": {"tune": evaluate(tune, rule, prices, args.k),
-                                              "heldout": evaluate(held, rule, prices, args.k)},
-            **out, "tiers": names, "prices": prices, "k": args.k, "tasks": len(common), "trials": args.trials,
-            "emulated": bool(args.emulate), **facts}
+            "rule": rule.as_json(), "split": {"even": evaluate(tune, rule, prices, args.k),
+                                              "odd": evaluate(held, rule, prices, args.k)}, **common_keys}
 
 
 def _rule(args: argparse.Namespace, tiers: int) -> Rule:
