@@ -22,7 +22,8 @@ from fibreflow.learning.attempt import AgentAttempt
 from fibreflow.selection import Behaviour, BestOfNSelector, Selection
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA_DIR = ROOT.parent / "shared" / "benchmarks" / "humaneval-codet"
+# the benchmark data sits beside the project checkout; FIBREFLOW_BENCH_DATA names another place
+DATA_DIR = Path(os.environ.get("FIBREFLOW_BENCH_DATA") or ROOT.parent / "shared" / "benchmarks") / "humaneval-codet"
 SAMPLES = DATA_DIR / "HumanEval_codegen16B_temp0.8_topp0.95_num100_max300_code_solution.jsonl"
 GENERATED = DATA_DIR / "HumanEval_codegen16B_temp0.8_topp0.95_num100_max300_test_case.jsonl"
 

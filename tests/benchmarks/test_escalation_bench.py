@@ -10,7 +10,7 @@ import pytest
 from fibreflow.benchmarks._candidates import DATA_DIR
 from fibreflow.cli import main
 
-pytestmark = pytest.mark.skipif(not DATA_DIR.is_dir(), reason=f"benchmark data not found at {DATA_DIR}")
+needs_data = pytest.mark.skipif(not DATA_DIR.is_dir(), reason=f"benchmark data not found at {DATA_DIR}")
 
 RIGHT0 = ("    for i, a in enumerate(numbers):\n        for j, b in enumerate(numbers):\n"
           "            if i != j and abs(a - b) < threshold:\n                return True\n    return False\n")
@@ -26,6 +26,7 @@ def write(path: Path, rows: dict[str, list[str]]) -> Path:
     return path
 
 
+@needs_data
 def test_cheap_tier_kept_when_attempts_agree_else_escalated(capsys: pytest.CaptureFixture[str],
                                                               tmp_path: Path) -> None:
     cheap = write(tmp_path / "cheap.jsonl", {"HumanEval/0": [RIGHT0, RIGHT0_SORTED, "    return False\n"],
@@ -42,6 +43,7 @@ def test_cheap_tier_kept_when_attempts_agree_else_escalated(capsys: pytest.Captu
     assert result["cost_ratio"] == pytest.approx(0.6)
 
 
+@needs_data
 def test_bad_tier_options_are_usage_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["bench", "escalation", "--tier", "cheap", "--json"]) == 2
     assert "NAME=SAMPLES.jsonl" in capsys.readouterr().err
@@ -50,6 +52,7 @@ def test_bad_tier_options_are_usage_errors(capsys: pytest.CaptureFixture[str], t
     assert "2 values for 1 tiers" in capsys.readouterr().err
 
 
+@needs_data
 def test_give_up_keeps_the_cheap_pick_when_no_attempt_has_a_foothold(capsys: pytest.CaptureFixture[str],
                                                                      tmp_path: Path) -> None:
     cheap = write(tmp_path / "cheap.jsonl", {"HumanEval/0": [RIGHT0] * 3, "HumanEval/2": WRONG2})
@@ -100,6 +103,7 @@ def test_published_pass_rates_become_log_odds_shifts() -> None:
             emulated_odds(bad)
 
 
+@needs_data
 def test_emulated_tiers_from_pass_rates_with_cross_fitted_rules(capsys: pytest.CaptureFixture[str],
                                                                tmp_path: Path) -> None:
     samples = write(tmp_path / "samples.jsonl", {"HumanEval/0": [RIGHT0, "    return False\n", "    return True\n"],
