@@ -74,6 +74,8 @@ def _show(result: Any, args: argparse.Namespace, *, ok: bool) -> int:
 
 def build_autopilot(args: argparse.Namespace) -> int:
     """``fibreflow build --autopilot`` and ``fibreflow build --resume RUN_ID``."""
+    if getattr(args, "escalate", None):
+        return _usage("--escalate is for plain builds; the autopilot's ceiling is autopilot.escalate_to in the config")
     from fibreflow.autopilot import resume_autopilot, run_autopilot
     from fibreflow.errors import AgentError, RunnerError, SandboxUnavailable
     from fibreflow.runner_progress import TerminalProgress

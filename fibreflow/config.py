@@ -201,6 +201,8 @@ class AutopilotSettings(_Section):
     workers: int | None = Field(None, ge=1, description="Attempts at once (None: the runner's default).")
     max_features: int = Field(12, ge=1, description="Most features a goal may be decomposed into.")
     decompose_tier: str | None = Field(None, description="Model tier of the decomposition call (None: routed).")
+    escalate_to: str | None = Field(None, description="Tier ladder ceiling: a feature starts at its routed tier "
+                                    "and moves one tier up while no attempt passes, up to this tier (None: off).")
     branch_prefix: str = Field("fibreflow", description="Winners are committed to <prefix>/<run>/<feature>.")
     staging_command: str | None = Field(None, description="Shell command deploying the winner to staging "
                                         "(runs in a checkout of it; None: no staging deploy).")
@@ -214,7 +216,7 @@ class AutopilotSettings(_Section):
     sla_gate: SLAGateSettings | None = Field(None, description="Freshness gate before each deploy (None: no gate).")
     notify_channel: str | None = Field(None, description="Slack channel of the approval request (None: slack.channel).")
 
-    @field_validator("decompose_tier")
+    @field_validator("decompose_tier", "escalate_to")
     @classmethod
     def _tier(cls, value: str | None) -> str | None:
         if value is not None:

@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="seconds an agent may run (default: the profile's wall timeout)")
     p.add_argument("--test-command", default=None, metavar="CMD",
                    help="test command for a goal, or for features that name none (default: python -m pytest -q)")
+    p.add_argument("--escalate", nargs="?", const="opus", default=None, metavar="CEILING",
+                   help="start each feature at its routed (or pinned) tier and move one tier up while no attempt "
+                        "passes, up to CEILING (default opus); with --autopilot: autopilot.escalate_to")
     p.add_argument("--run-id", default=None, help="run id (default: generated)")
     p.add_argument("--use-sandboxes", action="store_true", default=True,
                    help="run every attempt in its own sandbox (the default and only mode)")
@@ -55,7 +58,7 @@ def build(args: argparse.Namespace) -> int:
     from fibreflow.agents import get_agent
     from fibreflow.cli import emit_json
     from fibreflow.config import load_settings
-    from fibreflow.errors import AgentError, RunnerError, SandboxUnavailable
+    from fibreflow.errors import AgentError, ConfigError, RunnerError, SandboxUnavailable
     from fibreflow.features import load_features
     from fibreflow.runner import ParallelRunner
     from fibreflow.runner_progress import TerminalProgress
@@ -91,13 +94,19 @@ def build(args: argparse.Namespace) -> int:
         return get_agent(name)
 
     try:
+        ladder = None
+        if args.escalate:
+            from fibreflow.escalation import TierLadder
+
+            ladder = TierLadder(args.escalate)
+            features = ladder.start(features)
         agent = make_agent(args.agent)
         runner = ParallelRunner(open_store(settings.db_path), args.repo, agent=agent, backend=backend,
                                 profile=profile, attempts=args.attempts, workers=args.workers,
-                                run_id=args.run_id, agent_factory=make_agent,
+                                run_id=args.run_id, agent_factory=make_agent, escalate=ladder,
                                 progress=None if args.no_progress else TerminalProgress(sys.stderr))
         result = runner.run(features)
-    except (AgentError, RunnerError, SandboxUnavailable) as exc:
+    except (AgentError, ConfigError, RunnerError, SandboxUnavailable) as exc:
         return _usage(str(exc))
     if args.json:
         emit_json(result.to_dict())

@@ -57,8 +57,11 @@ class AgentFactory:
 
 def run_feature(store: Store, repo: Path, feature: Feature, *, goal: str | None, runner_run_id: str,
                 agents: AgentFactory, attempts: int, workers: int | None, backend: str, profile: str,
-                progress: ProgressCallback | None = None, iterations: int = 2) -> dict[str, Any]:
-    """Run ``attempts`` attempts at ``feature`` on the files of ``repo``; the build step's detail."""
+                progress: ProgressCallback | None = None, iterations: int = 2,
+                escalate_to: str | None = None) -> dict[str, Any]:
+    """Run ``attempts`` attempts at ``feature`` on the files of ``repo``; the build step's detail.
+    With ``escalate_to`` the feature climbs the tier ladder up to that tier (``TierLadder``)."""
+    from fibreflow.escalation import TierLadder
     from fibreflow.runner import ParallelRunner
 
     kb = FailureKnowledgeBase(store)
@@ -74,6 +77,9 @@ def run_feature(store: Store, repo: Path, feature: Feature, *, goal: str | None,
     # dependencies are already in the base commit this feature builds on
     alone = FeatureList((dataclasses.replace(feature, dependencies=(), agent=None),), goal=goal,
                         source=f"autopilot:{feature.id}")
+    ladder = TierLadder(escalate_to) if escalate_to else None
+    if ladder is not None:
+        alone = ladder.start(alone)
     stored: list[str] = []
 
     def learn(f: Feature, results: list[Any]) -> None:
@@ -84,13 +90,15 @@ def run_feature(store: Store, repo: Path, feature: Feature, *, goal: str | None,
 
     runner = ParallelRunner(store, repo, agent=agent, backend=backend, profile=profile, attempts=attempts,
                             workers=workers, run_id=runner_run_id, progress=progress, agent_factory=agents,
-                            learnings=learnings, after_iteration=learn, iterations=iterations)
+                            learnings=learnings, after_iteration=learn, iterations=iterations,
+                            escalate=ladder)
     result = runner.run(alone)
     f = result.features[0]
     return {"runner_run_id": runner_run_id, "agent": agent_name, "attempts": len(f.attempts),
             "passed": f.passed_count, "status": f.status, "reason": f.reason,
             "cost_usd": round(sum(a.cost_usd for a in f.attempts), 6), "duration_s": round(result.duration_s, 3),
-            "learnings_shown": shown, "patterns_stored": stored, "workers": runner.workers}
+            "learnings_shown": shown, "patterns_stored": stored, "workers": runner.workers,
+            "solved_tier": f.solved_tier}
 
 
 def learn_from(kb: FailureKnowledgeBase, attempts: list[AgentAttempt], shown: list[str]) -> list[str]:

@@ -226,7 +226,8 @@ def _build(ctx: Context, feature: Feature, parent: str) -> Done:
             detail = run_feature(ctx.store, tree, feature, goal=ctx.run.get("goal"), runner_run_id=runner_run_id,
                                  agents=agents, attempts=o["attempts"], workers=o.get("workers"),
                                  backend=o["backend"], profile=o["profile"], progress=ctx.progress,
-                                 iterations=ctx.settings.autopilot.iterations)
+                                 iterations=ctx.settings.autopilot.iterations,
+                                 escalate_to=ctx.settings.autopilot.escalate_to)
     finally:
         agents.close()
     detail["base_commit"] = parent

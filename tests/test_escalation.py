@@ -1,0 +1,86 @@
+"""The tier ladder: start at the routed or pinned tier, one tier up while no attempt passes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from fibreflow.cli import main
+from fibreflow.errors import ConfigError
+from fibreflow.escalation import TierLadder
+from fibreflow.features import FeatureList
+from fibreflow.routing import ModelRouter
+
+# only the opus tier writes mul(); every other tier leaves the repository as it was
+OPUS_ONLY = ('[ "$FIBREFLOW_MODEL_TIER" = opus ] && '
+             "printf 'def mul(a, b):\\n    return a * b\\n' >> calc.py; true")
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    r = tmp_path / "repo"
+    r.mkdir()
+    (r / "calc.py").write_text("def add(a, b):\n    return a + b\n")
+    (r / "test_mul.py").write_text("from calc import mul\n\n\ndef test_mul():\n    assert mul(2, 3) == 6\n")
+    subprocess.run(["git", "init", "-q", str(r)], check=True)
+    return r
+
+
+def _run(capsys: pytest.CaptureFixture[str], repo: Path, tmp_path: Path, features: list[dict],
+         *extra: str) -> tuple[int, dict]:
+    spec = tmp_path / "features.json"
+    spec.write_text(json.dumps(features))
+    code = main(["build", str(spec), "--repo", str(repo), "--attempts", "2", "--profile", "quick",
+                 "--agent-command", OPUS_ONLY, "--json", "--no-progress", *extra])
+    return code, json.loads(capsys.readouterr().out)
+
+
+MUL = {"id": "mul", "description": "mul() multiplies", "tier": "haiku",
+       "test_command": "python -m pytest -q test_mul.py"}
+
+
+def test_a_failing_tier_climbs_to_the_next_until_one_passes(capsys: pytest.CaptureFixture[str], repo: Path,
+                                                            tmp_path: Path, store) -> None:
+    code, out = _run(capsys, repo, tmp_path, [MUL], "--escalate")
+    assert code == 0 and out["passed"] is True
+    feature = out["features"][0]
+    assert feature["solved_tier"] == "opus" and feature["attempts"] == 6
+    rows = store.query_df("SELECT iteration, tier, status FROM attempts WHERE run_id = ? "
+                          "ORDER BY iteration, attempt_id", [out["run_id"]])
+    assert list(rows.itertuples(index=False, name=None)) == [
+        (1, "haiku", "failed"), (1, "haiku", "failed"), (2, "sonnet", "failed"), (2, "sonnet", "failed"),
+        (3, "opus", "passed"), (3, "opus", "passed")]
+
+
+def test_the_ceiling_stops_the_climb(capsys: pytest.CaptureFixture[str], repo: Path, tmp_path: Path) -> None:
+    code, out = _run(capsys, repo, tmp_path, [MUL], "--escalate", "sonnet")
+    assert code == 1 and out["passed"] is False
+    assert out["features"][0]["attempts"] == 4 and out["features"][0]["solved_tier"] is None
+
+
+def test_without_escalation_a_failing_feature_stays_on_its_tier(capsys: pytest.CaptureFixture[str], repo: Path,
+                                                                tmp_path: Path) -> None:
+    code, out = _run(capsys, repo, tmp_path, [MUL])
+    assert code == 1 and out["features"][0]["attempts"] == 2
+
+
+def test_unpinned_features_start_at_the_routed_tier() -> None:
+    features = FeatureList.from_data([{"id": "a", "description": "rename a variable"},
+                                      {"id": "b", "description": "design the architecture", "tier": "sonnet"}])
+    started = TierLadder().start(features)
+    routed = ModelRouter().classify_request(features.get("a").task_description()).tier
+    assert [f.tier for f in started] == [routed, "sonnet"]
+    assert [f.id for f in started] == ["a", "b"]
+
+
+def test_an_unknown_ceiling_is_a_usage_error(capsys: pytest.CaptureFixture[str], repo: Path,
+                                             tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="'gpt' is not a tier"):
+        TierLadder("gpt")
+    spec = tmp_path / "features.json"
+    spec.write_text(json.dumps([MUL]))
+    assert main(["build", str(spec), "--repo", str(repo), "--agent-command", "true", "--escalate", "gpt"]) == 2
+    assert "escalation ceiling 'gpt'" in capsys.readouterr().err
