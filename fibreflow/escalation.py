@@ -8,8 +8,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+from fibreflow.config import TIERS
 from fibreflow.errors import ConfigError
-from fibreflow.features import TIERS, Feature, FeatureList
+from fibreflow.features import Feature, FeatureList
 from fibreflow.routing import ModelRouter
 from fibreflow.runner_attempt import FeatureResult
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fibreflow.config import TIERS
 from fibreflow.errors import ConfigError, RunnerError
 
 DEFAULT_TEST_COMMAND = "python -m pytest -q"
-TIERS = ("haiku", "sonnet", "opus")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _FEATURE_KEYS = {"id", "description", "dependencies", "depends_on", "test_command", "agent", "tier"}
 _INFO_KEYS = {"category", "steps", "passes", "notes", "priority"}

@@ -19,6 +19,7 @@ import uuid
 from collections import Counter, defaultdict
 from typing import Any
 
+from fibreflow.config import TIERS
 from fibreflow.store import Store
 
 #: name -> (check type, threshold, typical value as a share of the threshold, load sensitivity)
@@ -36,7 +37,6 @@ SLAS: dict[str, tuple[str, float, float, float]] = {
     "foto_reviews_max_age": ("sql_freshness", 1800, 0.35, 0.05),
     "delivery_reports_fresh": ("sql_freshness", 300, 0.40, 0.10),
 }
-TIERS = ["haiku", "sonnet", "opus"]
 #: build agents and their share of attempts
 BUILD_AGENTS = {"coder": 0.6, "tester": 0.25, "refactorer": 0.15}
 _TOKENS = {"haiku": (1500, 300), "sonnet": (6000, 900), "opus": (7000, 1100)}  # mean input, output
