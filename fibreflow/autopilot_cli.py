@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fibreflow.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from fibreflow.cli import EXIT_FAILED, EXIT_OK, usage_error
 
 
 def add_build_arguments(p: argparse.ArgumentParser) -> None:
@@ -121,8 +121,7 @@ def reject(args: argparse.Namespace) -> int:
 
 
 def _usage(message: str) -> int:
-    print(f"fibreflow build: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
+    return usage_error("build", message)
 
 
 __all__ = ["add_build_arguments", "approve", "build_autopilot", "register", "reject"]

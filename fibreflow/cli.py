@@ -35,6 +35,12 @@ COMMAND_MODULES = (
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
+def usage_error(command: str, message: str) -> int:
+    """Print ``fibreflow COMMAND: error: MESSAGE`` on stderr and return the usage exit code."""
+    print(f"fibreflow {command}: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
 def emit_json(obj: Any) -> None:
     """Print one JSON object on stdout (the ``--json`` contract)."""
     sys.stdout.write(json.dumps(obj, default=str, sort_keys=False) + "\n")

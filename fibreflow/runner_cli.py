@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from fibreflow.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from fibreflow.cli import EXIT_FAILED, EXIT_OK, usage_error
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,8 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _usage(message: str) -> int:
-    print(f"fibreflow build: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
+    return usage_error("build", message)
 
 
 def build(args: argparse.Namespace) -> int:

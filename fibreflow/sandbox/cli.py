@@ -6,15 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from fibreflow.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, usage_error
 from fibreflow.errors import StoreError
 from fibreflow.sandbox.backends import BACKENDS
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
 
 def _usage(message: str) -> int:
-    print(f"fibreflow sandbox: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
+    return usage_error("sandbox", message)
 
 
 def run_command(args: argparse.Namespace) -> int:
