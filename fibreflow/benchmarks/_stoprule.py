@@ -106,15 +106,24 @@ def grid(tiers: int) -> list[Rule]:
 
 
 def split(traces: Sequence[Trace]) -> tuple[list[Trace], list[Trace]]:
-    """Tuning half (even task numbers) and held-out half (odd task numbers)."""
-    tune = [t for t in traces if int(t.task_id.split("/")[-1]) % 2 == 0]
-    return tune, [t for t in traces if int(t.task_id.split("/")[-1]) % 2 == 1]
+    """The draws of even-numbered tasks and those of odd-numbered tasks."""
+    halves: tuple[list[Trace], list[Trace]] = ([], [])
+    for trace in traces:
+        halves[int(trace.task_id.split("/")[-1]) % 2].append(trace)
+    return halves
 
 
-def fit(tune: Sequence[Trace], prices: Sequence[float], k: int, *, target: float) -> tuple[Rule, dict[str, Any], bool]:
-    """The cheapest grid rule whose quality ratio on ``tune`` reaches ``target`` (or, if none does,
-    the one that solves most), its figures there, and whether the target was reached."""
-    scored = [(rule, evaluate(tune, rule, prices, k)) for rule in grid(len(prices))]
+Scored = list[tuple[Rule, dict[str, Any]]]
+
+
+def score(traces: Sequence[Trace], prices: Sequence[float], k: int) -> Scored:
+    """Every grid rule with its figures on ``traces``."""
+    return [(rule, evaluate(traces, rule, prices, k)) for rule in grid(len(prices))]
+
+
+def fit(scored: Scored, *, target: float) -> tuple[Rule, dict[str, Any], bool]:
+    """The cheapest scored rule whose quality ratio reaches ``target`` (or, if none does, the one
+    that solves most), its figures, and whether the target was reached."""
     ok = [(r, f) for r, f in scored if (f["quality_ratio"] or 0) >= target]
     rule, figures = (min(ok, key=lambda rf: (rf[1]["cost"], -rf[1]["solved"])) if ok
                      else max(scored, key=lambda rf: (rf[1]["solved"], -rf[1]["cost"])))
@@ -127,15 +136,15 @@ def calibrate(traces: Sequence[Trace], prices: Sequence[float], k: int, *,
     every task is scored by a rule that never saw it (``crossfit``). Also the even half's
     cost/quality Pareto front, each point with its figures on the odd half."""
     even, odd = split(traces)
+    scored_even = score(even, prices, k)
     folds = []
-    for name, tune, held in (("even", even, odd), ("odd", odd, even)):
-        rule, figures, met = fit(tune, prices, k, target=target)
+    for name, scored, held in (("even", scored_even, odd), ("odd", score(odd, prices, k), even)):
+        rule, figures, met = fit(scored, target=target)
         folds.append({"tuned_on": name, "rule": rule, "met_on_tune": met, "tune": figures,
                       "heldout": evaluate(held, rule, prices, k)})
     crossfit = evaluate_parts([(odd, folds[0]["rule"]), (even, folds[1]["rule"])], prices, k)
     front, best_q = [], -1.0
-    scored = [(r, evaluate(even, r, prices, k)) for r in grid(len(prices))]
-    for r, f in sorted(scored, key=lambda rf: (rf[1]["cost"], -rf[1]["solved"])):
+    for r, f in sorted(scored_even, key=lambda rf: (rf[1]["cost"], -rf[1]["solved"])):
         if f["solved"] > best_q:
             best_q = f["solved"]
             h = evaluate(odd, r, prices, k)

@@ -131,6 +131,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if odds:
         labels, _ = execute([pools[0][t] for t in common],
                             {t: set(range(len(pools[0][t].programs))) for t in common}, args)
+
+    def weights(t: int, tid: str, cands: list[int]) -> list[float] | None:
+        return [odds[t] if labels[tid][i].hidden else 1.0 for i in cands] if odds else None
+
     plans: list[tuple[str, int, list[list[int]], list[int]]] = []
     needed: list[dict[str, set[int]]] = [{} for _ in names]
     for tid in common:
@@ -141,15 +145,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for t, pool in enumerate(pools):
                 n = len(pool[tid].programs)
                 cands = [i for i in range(n) if not (odds and i in used)]
-                weights = [odds[t] if labels[tid][i].hidden else 1.0 for i in cands] if odds else None
-                drawn = _draw(rng, cands, args.k, weights)
+                drawn = _draw(rng, cands, args.k, weights(t, tid, cands))
                 used.update(drawn)
                 ladder.append(drawn)
                 needed[t].setdefault(tid, set()).update(drawn)
             top = len(pools) - 1
             cands = list(range(len(pools[top][tid].programs)))
-            weights = [odds[top] if labels[tid][i].hidden else 1.0 for i in cands] if odds else None
-            baseline = _draw(rng, cands, args.k, weights)
+            baseline = _draw(rng, cands, args.k, weights(top, tid, cands))
             needed[top][tid].update(baseline)
             plans.append((tid, trial, ladder, baseline))
     results = []
@@ -164,15 +166,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cal = calibrate(traces, prices, args.k, target=args.target)
         figures = cal.pop("crossfit")
         folds = [{**f, "rule": f["rule"].as_json()} for f in cal.pop("folds")]
-        return {**figures, "stopped_at": dict(zip(names, figures["stopped_at"], strict=True)),
-                "rule": "cross-fitted: each half of the tasks decided by the rule tuned on the other half",
-                "calibration": {**cal, "folds": folds}, **common_keys}
-    rule = _rule(args, len(names))
-    figures = evaluate(traces, rule, prices, args.k)
-    tune, held = split(traces)
-    return {**figures, "stopped_at": dict(zip(names, figures["stopped_at"], strict=True)),
-            "rule": rule.as_json(), "split": {"even": evaluate(tune, rule, prices, args.k),
-                                              "odd": evaluate(held, rule, prices, args.k)}, **common_keys}
+        rule_json: Any = "cross-fitted: each half of the tasks decided by the rule tuned on the other half"
+        extra: dict[str, Any] = {"calibration": {**cal, "folds": folds}}
+    else:
+        rule = _rule(args, len(names))
+        figures = evaluate(traces, rule, prices, args.k)
+        even, odd = split(traces)
+        rule_json = rule.as_json()
+        extra = {"split": {"even": evaluate(even, rule, prices, args.k), "odd": evaluate(odd, rule, prices, args.k)}}
+    return {**figures, "stopped_at": dict(zip(names, figures["stopped_at"], strict=True)), "rule": rule_json,
+            **extra, **common_keys}
 
 
 def _rule(args: argparse.Namespace, tiers: int) -> Rule:
