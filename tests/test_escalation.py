@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
+from repo_support import make_repo
 
 from fibreflow.cli import main
 from fibreflow.errors import ConfigError
@@ -21,12 +21,9 @@ OPUS_ONLY = ('[ "$FIBREFLOW_MODEL_TIER" = opus ] && '
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    r = tmp_path / "repo"
-    r.mkdir()
-    (r / "calc.py").write_text("def add(a, b):\n    return a + b\n")
-    (r / "test_mul.py").write_text("from calc import mul\n\n\ndef test_mul():\n    assert mul(2, 3) == 6\n")
-    subprocess.run(["git", "init", "-q", str(r)], check=True)
-    return r
+    return make_repo(tmp_path / "repo", {
+        "calc.py": "def add(a, b):\n    return a + b\n",
+        "test_mul.py": "from calc import mul\n\n\ndef test_mul():\n    assert mul(2, 3) == 6\n"})
 
 
 def _run(capsys: pytest.CaptureFixture[str], repo: Path, tmp_path: Path, features: list[dict],

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from repo_support import git, make_repo
 
 from fibreflow.agents import AttemptOutcome
 from fibreflow.agents.command import CommandAgent
@@ -31,24 +31,14 @@ FEATURES = [
 ]
 
 
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
-                          check=True, capture_output=True, text=True).stdout
-
-
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    r = tmp_path / "repo"
-    r.mkdir()
-    (r / "calc.py").write_text("def add(a, b):\n    return 0\n")
-    (r / "test_calc.py").write_text("from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n")
-    (r / "test_sub.py").write_text("def test_sub():\n    assert 5 - 3 == 2\n")
-    (r / "test_mul.py").write_text("from calc import mul\n\n\ndef test_mul():\n    assert mul(2, 3) == 6\n")
-    (r / ".gitignore").write_text("__pycache__/\n.pytest_cache/\n.coverage*\n")
-    subprocess.run(["git", "init", "-q", str(r)], check=True)
-    _git(r, "add", "-A")
-    _git(r, "commit", "-qm", "init")
-    return r
+    return make_repo(tmp_path / "repo", {
+        "calc.py": "def add(a, b):\n    return 0\n",
+        "test_calc.py": "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n",
+        "test_sub.py": "def test_sub():\n    assert 5 - 3 == 2\n",
+        "test_mul.py": "from calc import mul\n\n\ndef test_mul():\n    assert mul(2, 3) == 6\n",
+        ".gitignore": "__pycache__/\n.pytest_cache/\n.coverage*\n"})
 
 
 def test_features_run_in_dependency_order_with_parallel_attempts(store, repo: Path) -> None:
@@ -86,7 +76,7 @@ def test_features_run_in_dependency_order_with_parallel_attempts(store, repo: Pa
     assert sorted(sessions.attempt_id) == sorted(rows.attempt_id) and sessions.ended_at.notna().all()
 
     assert (repo / "calc.py").read_text() == "def add(a, b):\n    return 0\n"  # the working tree is untouched
-    assert _git(repo, "status", "--porcelain") == ""
+    assert git(repo, "status", "--porcelain") == ""
     assert events[0].kind == "run_started" and events[-1].kind == "run_finished"
     assert (events[-1].done, events[-1].total, events[-1].passed, events[-1].failed) == (9, 9, 5, 4)
 

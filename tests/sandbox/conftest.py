@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from local_support import make_repo
+from repo_support import make_repo
 
 from fibreflow.sandbox.local import LocalBackend
 

@@ -10,7 +10,8 @@ import warnings
 from pathlib import Path
 
 import pytest
-from local_support import git, tight
+from local_support import tight
+from repo_support import git
 
 from fibreflow.errors import SandboxError
 from fibreflow.sandbox import Sandbox

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from local_support import make_repo, tight
+from local_support import tight
+from repo_support import make_repo
 
 from fibreflow.errors import ConfigError, SandboxError
 from fibreflow.sandbox.backends import BACKENDS, get_backend
