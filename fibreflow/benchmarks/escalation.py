@@ -92,16 +92,15 @@ def emulated_odds(spec: str) -> tuple[list[str], list[float]]:
         raise ConfigError(f"--emulate {spec!r}: give every tier an odds multiplier or every tier a pass rate",
                           key="--emulate")
     values: list[float] = []
-    for name, value in pairs:
+    for (name, value), rate in zip(pairs, rates, strict=True):
         try:
             number = float(value.rstrip("%"))
         except ValueError:
             number = float("nan")
-        ok = 0 < number < 100 if value.endswith("%") else number > 0
-        if not name or not ok:
+        if not name or not (0 < number < 100 if rate else number > 0):
             raise ConfigError(f"--emulate: {name or '?'}={value} is not a positive odds multiplier or a pass "
                               "rate strictly between 0% and 100%", key="--emulate")
-        values.append(number / (100 - number) if value.endswith("%") else number)
+        values.append(number / (100 - number) if rate else number)
     return [n for n, _ in pairs], [v / values[0] for v in values] if all(rates) else values
 
 
