@@ -18,14 +18,14 @@ import nbformat
 import pytest
 import yaml
 
-from fibreflow.agents.scripts import write_demo_repo
 from fibreflow.autopilot import approve_run, load_result, reject_run, resume_autopilot, run_autopilot
 from fibreflow.autopilot.decompose import decompose_goal
 from fibreflow.cli import main
 from fibreflow.config import Settings, load_settings
 from fibreflow.errors import AutopilotError, ConfigError
-from fibreflow.llm import LLMClient
-from fibreflow.reports import run_report
+from fibreflow.models.client import LLMClient
+from fibreflow.models.scripts import write_demo_repo
+from fibreflow.reporting.runner import run_report
 from fibreflow.store import Store
 from fibreflow.testing.slack_receiver import SlackReceiver
 

@@ -13,8 +13,8 @@ import nbformat
 import pandas as pd
 import pytest
 
-from fibreflow import cost_views
-from fibreflow.cost_report import load_cost_report
+from fibreflow.costs import views as cost_views
+from fibreflow.costs.report import load_cost_report
 from fibreflow.errors import StoreError
 from fibreflow.store import Store
 

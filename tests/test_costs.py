@@ -11,8 +11,9 @@ from anthropic.types import Usage
 
 import fibreflow.cli as cli
 from fibreflow.config import load_settings
-from fibreflow.costs import Pricing, analyze_costs, resolve_path
+from fibreflow.costs.analysis import analyze_costs
 from fibreflow.errors import ConfigError
+from fibreflow.models.pricing import Pricing, resolve_path
 from fibreflow.store import Store
 
 NOW = dt.datetime(2026, 3, 31, 12, 0, tzinfo=dt.UTC)
@@ -168,7 +169,7 @@ def test_analyze_llm_calls_from_the_store(store: Store, pricing: Pricing) -> Non
 
 
 def test_cost_analyze_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("fibreflow.costs_cli",))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("fibreflow.cli.cost",))
     log = tmp_path / "calls.jsonl"
     now = dt.datetime.now(dt.UTC)
     log.write_text(_line(now - dt.timedelta(hours=2), "claude-sonnet-4-5", "ops-bot", "list open incidents",

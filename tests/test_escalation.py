@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from repo_support import make_repo
 
+from fibreflow.build.escalation import TierLadder
+from fibreflow.build.features import FeatureList
 from fibreflow.cli import main
 from fibreflow.errors import ConfigError
-from fibreflow.escalation import TierLadder
-from fibreflow.features import FeatureList
-from fibreflow.routing import ModelRouter
+from fibreflow.models.routing import ModelRouter
 
 # only the opus tier writes mul(); every other tier leaves the repository as it was
 OPUS_ONLY = ('[ "$FIBREFLOW_MODEL_TIER" = opus ] && '
@@ -86,7 +86,7 @@ def test_an_unknown_ceiling_is_a_usage_error(capsys: pytest.CaptureFixture[str],
 def test_the_autopilot_build_step_climbs_the_ladder(store, repo: Path) -> None:
     from fibreflow.agents.command import CommandAgent
     from fibreflow.autopilot.build import AgentFactory, run_feature
-    from fibreflow.features import Feature
+    from fibreflow.build.features import Feature
 
     agent = CommandAgent(OPUS_ONLY)
     feature = Feature(id="mul", description="mul() multiplies", test_command="python -m pytest -q test_mul.py",

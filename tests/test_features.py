@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from fibreflow.build.features import DEFAULT_TEST_COMMAND, FeatureList, load_features
 from fibreflow.errors import ConfigError, RunnerError
-from fibreflow.features import DEFAULT_TEST_COMMAND, FeatureList, load_features
 
 
 def _write(tmp_path: Path, data: object, name: str = "feature_list.json") -> Path:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from fibreflow.agents.scripted import ScriptedServer
 from fibreflow.config import ModelsSettings, Settings
-from fibreflow.costs import Pricing
 from fibreflow.errors import ConfigError, LLMError
-from fibreflow.llm import MISSING_KEY, LLMClient
+from fibreflow.models.client import MISSING_KEY, LLMClient
+from fibreflow.models.pricing import Pricing
+from fibreflow.models.scripted import ScriptedServer
 from fibreflow.store import Store
 
 KEY = "sk-ant-api03-very-secret-test-key-0123456789"

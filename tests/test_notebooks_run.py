@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from fibreflow.reports import run_report
+from fibreflow.reporting.runner import run_report
 from fibreflow.store import Store
 from fibreflow.twin.sample_data import fill_sample_history
 

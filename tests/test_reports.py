@@ -19,8 +19,14 @@ import pytest
 
 from fibreflow.cli import main
 from fibreflow.errors import ConfigError, ReportError
-from fibreflow.kernels import resolve_kernel, runs_this_interpreter, venv_kernel_name
-from fibreflow.reports import REPORTS, coerce_parameters, report_notebook, report_parameters, run_report
+from fibreflow.reporting.kernels import resolve_kernel, runs_this_interpreter, venv_kernel_name
+from fibreflow.reporting.runner import (
+    REPORTS,
+    coerce_parameters,
+    report_notebook,
+    report_parameters,
+    run_report,
+)
 from fibreflow.store import Store
 
 FIXTURES = Path(__file__).parent / "notebooks"

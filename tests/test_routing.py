@@ -12,7 +12,7 @@ import fibreflow.cli as cli
 from fibreflow.benchmarks import router as router_bench
 from fibreflow.config import ModelsSettings, Settings
 from fibreflow.errors import BenchmarkError, ConfigError
-from fibreflow.routing import PATTERNS, ModelRouter
+from fibreflow.models.routing import PATTERNS, ModelRouter
 
 
 @pytest.fixture
@@ -109,7 +109,7 @@ def test_classification_is_fast(router: ModelRouter) -> None:
 
 def test_router_bench_on_the_shipped_labels(capsys: pytest.CaptureFixture[str],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("fibreflow.bench",))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("fibreflow.cli.bench",))
     assert cli.main(["bench", "router", "--json", "--repeat", "2"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["rows"] >= 150 and out["accuracy"] > 0.9
@@ -132,7 +132,7 @@ def test_router_bench_rejects_bad_labels(tmp_path: Path) -> None:
 
 
 def test_route_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("fibreflow.routing_cli",))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("fibreflow.cli.route",))
     assert cli.main(["route", "Deploy release 2.4 to production", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out == {"tier": "opus", "model_id": "claude-opus-5-5", "reason": out["reason"]} and out["reason"]

@@ -12,11 +12,11 @@ from repo_support import git, make_repo
 
 from fibreflow.agents import AttemptOutcome
 from fibreflow.agents.command import CommandAgent
+from fibreflow.build.features import FeatureList
+from fibreflow.build.progress import ProgressEvent, TerminalProgress
+from fibreflow.build.runner import ParallelRunner, default_workers
 from fibreflow.cli import main
 from fibreflow.errors import RunnerError
-from fibreflow.features import FeatureList
-from fibreflow.runner import ParallelRunner, default_workers
-from fibreflow.runner_progress import ProgressEvent, TerminalProgress
 
 # even attempts fix `add`; `mul` is never solved; the rest need no change
 AGENT = ("case \"$FIBREFLOW_FEATURE\" in add) if [ $((FIBREFLOW_ATTEMPT % 2)) -eq 0 ]; then "
@@ -123,7 +123,7 @@ def test_escalation_hook_retries_at_the_next_tier(store, repo: Path) -> None:
 
 def test_runs_on_e2b_through_the_fake(store, repo: Path, tmp_path: Path) -> None:
     from fibreflow.sandbox.e2b import E2BBackend
-    from fibreflow.sandbox.e2b_fake import FakeCloud
+    from fibreflow.testing.e2b_fake import FakeCloud
 
     cloud = FakeCloud(tmp_path / "cloud", api_key="k")
     backend = E2BBackend(api_key="k", client=cloud, creates_per_second=0)
@@ -202,7 +202,7 @@ def test_parallel_benchmark_reports_its_keys(capsys: pytest.CaptureFixture[str])
 
 def test_notebook_progress_widget_follows_events() -> None:
     pytest.importorskip("ipywidgets")
-    from fibreflow.runner_progress import NotebookProgress
+    from fibreflow.build.progress import NotebookProgress
 
     widget = NotebookProgress()
     widget(ProgressEvent("attempt_finished", "r1", 3, 5, 2, 1, 0, 2.0, status="passed"))

@@ -10,7 +10,7 @@ import pytest
 from fibreflow.cli import main
 from fibreflow.config import Settings, SimulationSettings
 from fibreflow.errors import ConfigError, SimulationError
-from fibreflow.simulation import (
+from fibreflow.simulation.engine import (
     DEFAULT_MIXES,
     Calibration,
     optimize_model_routing,

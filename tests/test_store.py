@@ -9,8 +9,8 @@ import duckdb
 import pytest
 
 from fibreflow.errors import ForeignDatabaseError, StoreLockTimeout
-from fibreflow.schema import LATEST_VERSION
 from fibreflow.store import Store
+from fibreflow.store.schema import LATEST_VERSION
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -121,6 +121,6 @@ def test_processes_share_the_store_without_lock_errors_or_lost_rows(store: Store
 
 
 def test_migrations_are_numbered_in_order_without_gaps() -> None:
-    from fibreflow.schema import MIGRATIONS
+    from fibreflow.store.schema import MIGRATIONS
 
     assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))

@@ -12,6 +12,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
+from fibreflow.clock import utc_now
 from fibreflow.errors import AgentError
 
 if TYPE_CHECKING:
@@ -25,9 +26,6 @@ AGENTS: dict[str, str] = {
     "command": "fibreflow.agents.command:CommandAgent",
 }
 
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -76,7 +74,7 @@ class AttemptOutcome:
     tokens: int = 0
     turns: int = 0
     error: str | None = None
-    started_at: dt.datetime = field(default_factory=_now)
+    started_at: dt.datetime = field(default_factory=utc_now)
     ended_at: dt.datetime | None = None
 
     @property

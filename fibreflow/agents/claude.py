@@ -24,7 +24,7 @@ from fibreflow.config import TIERS
 from fibreflow.errors import AgentError, FibreflowError, LLMError, SandboxError
 
 if TYPE_CHECKING:
-    from fibreflow.llm import LLMClient
+    from fibreflow.models.client import LLMClient
     from fibreflow.sandbox.base import Sandbox
     from fibreflow.store import Store
 
@@ -95,8 +95,8 @@ class ClaudeAgent:
         if script is not None and client is None and not offline:
             raise AgentError("claude agent: script= is the scripted model's conversation; it needs offline=True")
         if client is None:
-            from fibreflow.agents.scripts import script_path
-            from fibreflow.llm import LLMClient
+            from fibreflow.models.client import LLMClient
+            from fibreflow.models.scripts import script_path
 
             client = LLMClient(store=store, offline=offline,
                                script=script_path(script) if script is not None else None)

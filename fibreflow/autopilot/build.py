@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from fibreflow.agents import Agent, get_agent
+from fibreflow.build.features import Feature, FeatureList
+from fibreflow.build.progress import ProgressCallback
 from fibreflow.errors import AgentError
-from fibreflow.features import Feature, FeatureList
 from fibreflow.learning import AgentAttempt, FailureKnowledgeBase, LearningContext
-from fibreflow.runner_progress import ProgressCallback
 from fibreflow.store import Store
 
 
@@ -61,8 +61,8 @@ def run_feature(store: Store, repo: Path, feature: Feature, *, goal: str | None,
                 escalate_to: str | None = None) -> dict[str, Any]:
     """Run ``attempts`` attempts at ``feature`` on the files of ``repo``; the build step's detail.
     With ``escalate_to`` the feature climbs the tier ladder up to that tier (``TierLadder``)."""
-    from fibreflow.escalation import TierLadder
-    from fibreflow.runner import ParallelRunner
+    from fibreflow.build.escalation import TierLadder
+    from fibreflow.build.runner import ParallelRunner
 
     kb = FailureKnowledgeBase(store)
     agent_name = feature.agent or str(agents.options.get("agent") or "claude")

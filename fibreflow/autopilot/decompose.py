@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fibreflow.autopilot.gitrepo import git
+from fibreflow.build.features import Feature, FeatureList
 from fibreflow.errors import AutopilotError, ConfigError, RunnerError
-from fibreflow.features import Feature, FeatureList
 
 if TYPE_CHECKING:
-    from fibreflow.llm import LLMClient
+    from fibreflow.models.client import LLMClient
 
 TOOL_NAME = "record_feature_list"
 AGENT_NAME = "autopilot-decomposer"
@@ -66,7 +66,7 @@ def decompose_goal(goal: str, *, client: LLMClient, outline: str, max_features: 
                    test_command: str | None = None, tier: str | None = None,
                    run_id: str | None = None) -> tuple[FeatureList, dict[str, Any]]:
     """The features of ``goal`` and the step's detail (tries, model, cost)."""
-    from fibreflow.features import DEFAULT_TEST_COMMAND
+    from fibreflow.build.features import DEFAULT_TEST_COMMAND
 
     default_test = test_command or DEFAULT_TEST_COMMAND
     tool = feature_list_tool(max_features=max_features)

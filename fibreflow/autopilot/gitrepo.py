@@ -39,7 +39,7 @@ class DiffStats:
     deletions: int
     paths: tuple[str, ...]
 
-    def as_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, object]:
         return {"files": self.files, "insertions": self.insertions, "deletions": self.deletions,
                 "paths": list(self.paths)}
 

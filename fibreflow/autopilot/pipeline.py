@@ -22,10 +22,10 @@ from fibreflow.autopilot.build import AgentFactory, load_attempts, run_feature
 from fibreflow.autopilot.result import AutopilotResult, load_result, run_cost, run_summary
 from fibreflow.autopilot.stages import deploy_step, gate_step, smoke_step
 from fibreflow.autopilot.state import DONE, Done, RunLog, StepRow, pid_alive
+from fibreflow.build.features import Feature, FeatureList
+from fibreflow.build.progress import ProgressCallback
 from fibreflow.config import Settings, load_settings
 from fibreflow.errors import AlertDeliveryError, AutopilotError, ConfigError
-from fibreflow.features import Feature, FeatureList
-from fibreflow.runner_progress import ProgressCallback
 from fibreflow.store import Store, open_store
 
 Echo = Callable[[str], None]
@@ -70,7 +70,7 @@ def run_autopilot(goal: str | None = None, *, repo: str | Path = ".", features: 
     the ``autopilot`` and ``sandbox`` settings. Returns the run; a failed step leaves it
     ``failed`` (resumable) with ``failed_step`` and ``error`` set.
     """
-    from fibreflow.runner import new_run_id
+    from fibreflow.build.runner import new_run_id
     from fibreflow.sandbox.profiles import load_profile
 
     settings = settings or load_settings()
@@ -91,7 +91,7 @@ def run_autopilot(goal: str | None = None, *, repo: str | Path = ".", features: 
     agent_name = agent if isinstance(agent, str) else getattr(agent, "name", type(agent).__name__)
     needs_model = agent_name == "claude" or features is None  # the agent, or the decomposition
     if needs_model and not offline and not os.environ.get("ANTHROPIC_API_KEY"):
-        from fibreflow.llm import MISSING_KEY
+        from fibreflow.models.client import MISSING_KEY
 
         raise ConfigError(MISSING_KEY + " (or give a feature list and a command agent)", key="ANTHROPIC_API_KEY")
     _no_literal_secrets(agent_command=agent_command, goal=goal)
@@ -193,11 +193,11 @@ def _decompose(ctx: Context) -> Done:
         found = FeatureList.from_goal(goal, test_command=o.get("test_command"))
         detail = {"source": "goal", "note": "offline without a decomposition script: the goal is one feature"}
     else:
-        from fibreflow.llm import LLMClient
+        from fibreflow.models.client import LLMClient
 
         script = o.get("decompose_script")
         if script:
-            from fibreflow.agents.scripts import script_path
+            from fibreflow.models.scripts import script_path
 
             script = script_path(script)
         with LLMClient(store=ctx.store, settings=ctx.settings, offline=bool(o.get("offline")), script=script) as client:
@@ -269,7 +269,7 @@ def _commit(ctx: Context, feature: Feature, parent: str, chosen: dict[str, Any])
     commit = gitrepo.commit_diff(ctx.repo, parent, diff, message, date=stamp)
     gitrepo.create_branch(ctx.repo, name, commit)
     stats = gitrepo.diff_stats(ctx.repo, parent, commit)
-    return Done({"branch": name, "commit": commit, "parent": parent, "winner": winner, **stats.as_dict()})
+    return Done({"branch": name, "commit": commit, "parent": parent, "winner": winner, **stats.to_dict()})
 
 
 def notify_step(ctx: Context) -> Done:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from fibreflow.autopilot.pipeline import run_autopilot
 from fibreflow.autopilot.result import AutopilotResult, load_result
-from fibreflow.runner_progress import ProgressCallback
+from fibreflow.build.progress import ProgressCallback
 from fibreflow.store import Store, open_store
 
 DEFAULT_GOAL = "Fix calc.add: it must return the sum of its arguments."
@@ -73,7 +73,7 @@ def run_build_report(goal: str | None = DEFAULT_GOAL, *, repo: str | None = None
             "decompose_script": decompose_script, "coverage_floor": coverage_floor, "run_id": run_id,
             "store": store, "progress": progress}
         if repo is None:
-            from fibreflow.agents.scripts import write_demo_repo
+            from fibreflow.models.scripts import write_demo_repo
 
             repo = str(write_demo_repo(Path(tempfile.mkdtemp(prefix="fibreflow-build-report-")) / "calc"))
         result = run_autopilot(goal, repo=repo, **options)

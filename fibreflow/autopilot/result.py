@@ -86,7 +86,7 @@ def _feature_status(build: StepRow | None, select: StepRow | None, commit: StepR
 
 
 def _step(row: StepRow) -> dict[str, Any]:
-    out = row.as_dict()
+    out = row.to_dict()
     out["detail"] = {k: v for k, v in row.detail.items() if k not in ("blocks", "scores", "text")}
     return out
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fibreflow.clock import utc_now
 from fibreflow.errors import AutopilotError, ConfigError
 from fibreflow.store import Store
 
@@ -28,9 +29,6 @@ _RUN_COLUMNS = ("run_id", "goal", "repo", "base_ref", "base_commit", "state", "o
                 "decided_by", "decision_reason", "decided_at", "error", "created_at", "updated_at")
 _JSON = ("options", "features")
 
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclass
@@ -60,7 +58,7 @@ class StepRow:
     def duration_s(self) -> float | None:
         return None if self.ended_at is None else (self.ended_at - self.started_at).total_seconds()
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"step": self.step, "feature_id": self.feature_id, "status": self.status, "try": self.try_no,
                 "error": self.error, "duration_s": None if self.duration_s is None else round(self.duration_s, 3),
                 "detail": self.detail}
@@ -91,7 +89,7 @@ class RunLog:
     @classmethod
     def create(cls, store: Store, run_id: str, **values: Any) -> RunLog:
         """Insert the run (state ``running``, owned by this process)."""
-        now = _now()
+        now = utc_now()
         row = {"run_id": run_id, "state": "running", "owner_pid": os.getpid(), "created_at": now, "updated_at": now,
                **{k: json.dumps(v) if k in _JSON else v for k, v in values.items()}}
         with store.connect(write=True) as con:
@@ -118,7 +116,7 @@ class RunLog:
     def update(self, **values: Any) -> None:
         """Set columns of the run row (``updated_at`` too)."""
         values = {k: json.dumps(v) if k in _JSON else v for k, v in values.items()}
-        values["updated_at"] = _now()
+        values["updated_at"] = utc_now()
         cols = ", ".join(f"{k} = ?" for k in values)
         self.store.execute(f"UPDATE autopilot_runs SET {cols} WHERE run_id = ?", [*values.values(), self.run_id])
 
@@ -138,7 +136,7 @@ class RunLog:
             if state not in allowed:
                 raise AutopilotError(f"cannot {what} run {self.run_id}: it is {state} "
                                      f"(needs {' or '.join(allowed)})", step=what)
-            sets = {"state": to_state, "updated_at": _now(), **values}
+            sets = {"state": to_state, "updated_at": utc_now(), **values}
             con.execute(f"UPDATE autopilot_runs SET {', '.join(f'{k} = ?' for k in sets)} WHERE run_id = ?",
                         [*sets.values(), self.run_id])
         return str(state)
@@ -169,7 +167,7 @@ class RunLog:
         if previous is not None and previous.status in DONE:
             return previous
         try_no = previous.try_no + 1 if previous is not None else 1
-        started = _now()
+        started = utc_now()
         with self.store.connect(write=True) as con:
             seq = con.execute("SELECT coalesce(max(seq), 0) + 1 FROM autopilot_steps WHERE run_id = ?",
                               [self.run_id]).fetchone()[0]
@@ -188,7 +186,7 @@ class RunLog:
             status, error = "failed", f"{type(exc).__name__}: {exc}"
             raise
         finally:  # a KeyboardInterrupt leaves "interrupted"; only a killed process leaves "running"
-            ended = _now()
+            ended = utc_now()
             self.store.execute("UPDATE autopilot_steps SET status = ?, detail = ?, error = ?, ended_at = ? "
                                "WHERE run_id = ? AND step = ? AND try_no = ?",
                                [status, json.dumps(detail, default=str), error, ended, self.run_id, step, try_no])

@@ -43,8 +43,8 @@ def choose_winner(attempts: list[AgentAttempt], *, settings: SelectionSettings, 
     passing = sum(1 for a in candidates if a.passed)
     detail: dict[str, Any] = {
         "winner": winner.attempt_id if winner else None, "reason": selection.reason,
-        "needs_review": selection.needs_review, "consensus": selection.consensus.as_dict(),
-        "scores": [s.as_dict() for s in selection.scores[:5]], "passing": passing, "attempts": len(attempts),
+        "needs_review": selection.needs_review, "consensus": selection.consensus.to_dict(),
+        "scores": [s.to_dict() for s in selection.scores[:5]], "passing": passing, "attempts": len(attempts),
         "coverage_floor": coverage_floor, "pool_note": pool_note}
     if winner is None or not winner.passed:
         raise AutopilotError(f"no attempt passed its tests ({passing} of {len(attempts)} passed)",

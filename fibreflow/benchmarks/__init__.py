@@ -1,1 +1,1 @@
-"""Benchmarks, one module each; see ``fibreflow.bench``."""
+"""Benchmarks, one module each; see ``fibreflow.cli.bench``."""

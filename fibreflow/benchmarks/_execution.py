@@ -35,7 +35,7 @@ class CandidateResult:
     outputs: list[str] = field(default_factory=list)
     tests: list[bool] = field(default_factory=list)
 
-    def as_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"load_error": self.load_error, "hidden": self.hidden, "outputs": self.outputs,
                 "tests": self.tests}
 
@@ -47,7 +47,7 @@ def program_key(program: str) -> str:
 
 def _task_key(task: Task, tag: str) -> str:
     payload = json.dumps({"harness": HARNESS.read_text(), "limits": LIMITS, "tag": tag, "inputs": task.inputs,
-                          "tests": [t.as_json() for t in task.examples + task.generated],
+                          "tests": [t.to_dict() for t in task.examples + task.generated],
                           "hidden": task.hidden_test, "entry_point": task.entry_point}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
@@ -117,13 +117,13 @@ def execute_tasks(tasks: Sequence[Task], needed: dict[str, set[int]], *, executo
     for batch in _batches(pending):
         job = {**LIMITS, "workers": workers, "tasks": [
             {"key": task.task_id, "programs": todo, "inputs": task.inputs,
-             "tests": [t.as_json() for t in task.examples + task.generated],
+             "tests": [t.to_dict() for t in task.examples + task.generated],
              "hidden": {"test": task.hidden_test, "entry_point": task.entry_point}}
             for task, todo in batch]}
         parsed = _parse(executor(job), batch)
         for task, _ in batch:
             path, cached = caches[task.task_id]
-            cached.update({k: v.as_json() for k, v in parsed[task.task_id].items()})
+            cached.update({k: v.to_dict() for k, v in parsed[task.task_id].items()})
             if path:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(".tmp")

@@ -58,7 +58,7 @@ def _signatures(store: Store) -> set[str]:
 def _by_iteration(store: Store, run_id: str, known: set[str]) -> dict[str, Any]:
     """Success and repeated-failure rates per iteration of one autopilot run's attempts."""
     from fibreflow.autopilot.build import load_attempts
-    from fibreflow.features import Feature
+    from fibreflow.build.features import Feature
     from fibreflow.learning import analyze_failure
 
     rows = store.query_df("SELECT DISTINCT run_id, feature_id FROM attempts WHERE run_id LIKE ? ORDER BY 1",

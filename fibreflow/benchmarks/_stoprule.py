@@ -62,7 +62,7 @@ class Rule:
             return "give_up"
         return "escalate"
 
-    def as_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"agree": list(self.agree), "give_up_at_best_fraction": list(self.give_up)}
 
 
@@ -148,6 +148,6 @@ def calibrate(traces: Sequence[Trace], prices: Sequence[float], k: int, *,
         if f["solved"] > best_q:
             best_q = f["solved"]
             h = evaluate(odd, r, prices, k)
-            front.append({**r.as_json(), "tune": [f["cost_ratio"], f["quality_ratio"]],
+            front.append({**r.to_dict(), "tune": [f["cost_ratio"], f["quality_ratio"]],
                           "heldout": [h["cost_ratio"], h["quality_ratio"]]})
     return {"target": target, "crossfit": crossfit, "folds": folds, "curve": front}

@@ -34,7 +34,7 @@ class TestCase:
     votes: int = 1  # how many independent samples wrote this same assert
     rank: int = 0  # its earliest position within a sample (models put their surest asserts first)
 
-    def as_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"src": self.src, "call": self.call, "expected": self.expected}
 
 

@@ -164,14 +164,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.calibrate:
         cal = calibrate(traces, prices, args.k, target=args.target)
         figures = cal.pop("crossfit")
-        folds = [{**f, "rule": f["rule"].as_json()} for f in cal.pop("folds")]
+        folds = [{**f, "rule": f["rule"].to_dict()} for f in cal.pop("folds")]
         rule_json: Any = "cross-fitted: each half of the tasks decided by the rule tuned on the other half"
         extra: dict[str, Any] = {"calibration": {**cal, "folds": folds}}
     else:
         rule = _rule(args, len(names))
         figures = evaluate(traces, rule, prices, args.k)
         even, odd = split(traces)
-        rule_json = rule.as_json()
+        rule_json = rule.to_dict()
         extra = {"split": {"even": evaluate(even, rule, prices, args.k), "odd": evaluate(odd, rule, prices, args.k)}}
     return {**figures, "stopped_at": dict(zip(names, figures["stopped_at"], strict=True)), "rule": rule_json,
             **extra, **common_keys}

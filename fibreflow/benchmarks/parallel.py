@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from fibreflow.agents import AttemptOutcome, AttemptTask
+from fibreflow.build.features import FeatureList
+from fibreflow.build.runner import ParallelRunner
 from fibreflow.errors import BenchmarkError
-from fibreflow.features import FeatureList
-from fibreflow.runner import ParallelRunner
 from fibreflow.sandbox.base import Sandbox
 from fibreflow.store import Store
 
@@ -98,7 +98,7 @@ def _timed(store: Store, repo: Path, agent: LatencyAgent, args: argparse.Namespa
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     scripted = args.model == "scripted" or (
-        args.model == "auto" and importlib.util.find_spec("fibreflow.agents.scripted") is not None)
+        args.model == "auto" and importlib.util.find_spec("fibreflow.models.scripted") is not None)
     workers = args.workers or args.attempts
     with tempfile.TemporaryDirectory(prefix="fibreflow-bench-parallel-") as tmp:
         root = Path(tmp)
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         store.migrate()
         server = None
         if scripted:
-            from fibreflow.agents.scripted import ScriptedServer
+            from fibreflow.models.scripted import ScriptedServer
 
             server = ScriptedServer(latency_s=args.latency).start()
         try:

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from fibreflow.config import TIERS
-from fibreflow.costs import analyze_costs, resolve_path
+from fibreflow.costs.analysis import analyze_costs
 from fibreflow.errors import BenchmarkError
-from fibreflow.routing import ModelRouter
+from fibreflow.models.pricing import resolve_path
+from fibreflow.models.routing import ModelRouter
 
 DEFAULT_LABELS = Path("data/router_labels.csv")
 # (input, output, cache_read) token means per labeled tier: reads are small, design work is large

@@ -13,7 +13,6 @@ Everything lands in the configured store, so a second run adds to the history.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,7 +89,7 @@ def run_sla_demo(*, workdir: Path, store_path: Path | None = None,
 def render_reports(reports: dict[str, dict[str, object]], *, db_path: Path,
                    out: Print = print) -> dict[str, str]:
     """Run each report with its parameters against the store at ``db_path``; name -> HTML path."""
-    from fibreflow.reports import run_report
+    from fibreflow.reporting.runner import run_report
 
     done = {}
     for name, parameters in reports.items():
@@ -124,30 +123,3 @@ def run_demo(*, workdir: Path, store_path: Path, attempts: int = 6, report: bool
             "cost": {"days": 30}, "learning": {"days": 30}, "build": {"run_id": result.run_id},
         }, db_path=store.path, out=out)
     return summary
-
-
-def run(args: argparse.Namespace) -> int:
-    from fibreflow.config import load_settings
-
-    settings = load_settings()
-    workdir = Path(args.workdir or settings.state_dir / "demo")
-    summary = run_demo(workdir=workdir, store_path=settings.db_path, attempts=args.attempts,
-                       report=not args.no_report)
-    violated = any(r.status == "violation" for c in summary.cycles for r in c)
-    recovered = bool(summary.cycles) and all(r.status == "ok" for r in summary.cycles[-1])
-    built = summary.build_state == "awaiting_approval"
-    print(f"\n== demo done: {len(summary.cycles)} SLA cycles (violation seen: {violated}, recovered: "
-          f"{recovered}, alerts delivered: {len(summary.alerts)}); build {summary.build_run_id}: "
-          f"{summary.build_state}; store: {settings.db_path}")
-    print(f"   approve the build:  .venv/bin/fibreflow approve {summary.build_run_id}")
-    db = "" if settings.db_path == Path("data/fibreflow.duckdb") else f"FIBREFLOW_DB={settings.db_path} "
-    print(f"   open the twin:      {db}.venv/bin/fibreflow twin    (then http://127.0.0.1:8866)")
-    return 0 if violated and recovered and built else 1
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the offline demo (local data layer, scripted model)")
-    p.add_argument("--workdir", type=Path, default=None, help="where the demo data layer lives")
-    p.add_argument("--no-report", action="store_true", help="skip rendering the reports")
-    p.add_argument("--attempts", type=int, default=6, help="attempts per feature of the demo build (default 6)")
-    p.set_defaults(func=run)

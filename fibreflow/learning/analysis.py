@@ -62,7 +62,7 @@ class FailureAnalysis:
     failing_tests: tuple[str, ...] = field(default_factory=tuple)
     executed: bool = True
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
         return {"error_type": self.error_type, "affected_module": self.affected_module,
                 "error_pattern": self.error_pattern, "suggested_fix": self.suggested_fix,

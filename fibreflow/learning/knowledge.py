@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fibreflow.clock import utc_now
 from fibreflow.learning.analysis import FailureAnalysis, analyze_failure
 from fibreflow.learning.attempt import AgentAttempt
 from fibreflow.learning.evidence import evidence_of
@@ -31,9 +32,6 @@ _SECRET = re.compile(r"(sk-ant-[\w-]+|xox[abposr]-[\w-]+|gh[pousr]_\w{20,}|"
 _PATTERN_COLUMNS = ("pattern_id, signature, error_type, affected_module, example, suggested_fix, count, "
                     "first_seen, last_seen, features, agents, weight, shown, helped, retired")
 
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def redact(text: str) -> str:
@@ -102,7 +100,7 @@ class FailureKnowledgeBase:
             return None
         analysis = analyze_failure(ev)
         attempt.failure_analysis = analysis
-        return self._upsert(analysis, attempt, now or _now())
+        return self._upsert(analysis, attempt, now or utc_now())
 
     def _upsert(self, analysis: FailureAnalysis, attempt: AgentAttempt, now: dt.datetime) -> str:
         pid = "p" + hashlib.sha1(analysis.error_pattern.encode()).hexdigest()[:11]
@@ -130,7 +128,7 @@ class FailureKnowledgeBase:
         """Score the patterns an attempt was shown by how it went: passed -> each gains weight
         (``helped``); failed with a shown pattern's signature -> that one loses weight
         (``repeated``) and is retired below the threshold; failed otherwise -> ``shown`` only."""
-        now = now or _now()
+        now = now or utc_now()
         ids = list(dict.fromkeys(shown_pattern_ids))
         if not ids:
             return {}

@@ -8,8 +8,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from fibreflow.figures import widen_time_axis
 from fibreflow.learning.report import shorten
+from fibreflow.reporting.figures import widen_time_axis
 
 
 def growth_figure(first_seen: pd.DataFrame, failures: pd.DataFrame, start: dt.datetime) -> go.Figure:

@@ -31,6 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from fibreflow.clock import utc_now
 from fibreflow.errors import SandboxError
 from fibreflow.sandbox.base import CommandResult, SandboxProfile
 from fibreflow.sandbox.cgroups import CgroupSet
@@ -70,9 +71,6 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ALIASES = {"overlay": MODE_OVERLAY, "bwrap-copy": MODE_BWRAP_COPY, "copy": MODE_COPY}
 
 
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
 
 class LocalSandbox:
     """One isolated, copy-on-write view of a repository (use ``LocalBackend.create``)."""
@@ -88,7 +86,7 @@ class LocalSandbox:
         self.labels = dict(labels or {})
         self.dir = root / self.id
         self.workdir = WORKSPACE if mode != MODE_COPY else str(self.dir / "workspace")
-        self.started_at = _utcnow()
+        self.started_at = utc_now()
         self.ended_at: dt.datetime | None = None
         self.killed_reason: str | None = None
         self.commands_run = 0
@@ -319,7 +317,7 @@ class LocalSandbox:
             self._cgroups.kill_all()
             self._cgroups.remove()
             janitor.remove(self.dir)
-            self.ended_at = _utcnow()
+            self.ended_at = utc_now()
 
     def __enter__(self) -> LocalSandbox:
         return self

@@ -16,16 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fibreflow.clock import utc_now
 from fibreflow.errors import SandboxError
 from fibreflow.sandbox.backends import get_backend
 from fibreflow.sandbox.base import CommandResult, Sandbox, SandboxBackend, SandboxProfile
 from fibreflow.sandbox.profiles import load_profile
 from fibreflow.sandbox.results import instrumented_command, parse_coverage, parse_junit
 from fibreflow.store import Store
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclass
@@ -82,7 +79,7 @@ class SandboxManager:
             labels["fibreflow_run"] = self.run_id
         if attempt_id:
             labels["attempt"] = attempt_id
-        started = _now()
+        started = utc_now()
         sandbox = self.backend.create(self.repo, prof, labels=labels)
         with self._lock:
             self._sessions[sandbox.id] = _Session(feature_id, attempt_id, prof.name,
@@ -171,7 +168,7 @@ class SandboxManager:
             "feature_id": session.feature_id,
             "attempt_id": session.attempt_id,
             "started_at": session.started_at,
-            "ended_at": getattr(sandbox, "ended_at", None) or _now(),
+            "ended_at": getattr(sandbox, "ended_at", None) or utc_now(),
             "cpu_s": round(float(cpu), 6) if isinstance(cpu, int | float) else None,
             "est_cost_usd": est_cost,
             "outcome": "cleanup_failed" if error is not None else outcome,

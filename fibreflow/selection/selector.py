@@ -35,7 +35,7 @@ class AttemptScore:
     pass_rate: float
     support: float | None = None
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"attempt_id": self.attempt_id, "total": round(self.total, 4), "passing": self.passing,
                 "pass_rate": round(self.pass_rate, 4), "support": self.support,
                 "components": {k: round(v, 4) for k, v in self.components.items()}}
@@ -52,7 +52,7 @@ class Consensus:
     threshold: float
     detail: str = ""
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"agreed": self.agreed, "agreement": round(self.agreement, 4), "members": list(self.members),
                 "method": self.method, "threshold": self.threshold, "detail": self.detail}
 
@@ -68,10 +68,10 @@ class Selection:
     reason: str
     behaviour: Behaviour | None = field(default=None, repr=False)
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"winner": self.winner.attempt_id if self.winner else None, "needs_review": self.needs_review,
-                "reason": self.reason, "consensus": self.consensus.as_dict(),
-                "scores": [s.as_dict() for s in self.scores]}
+                "reason": self.reason, "consensus": self.consensus.to_dict(),
+                "scores": [s.to_dict() for s in self.scores]}
 
 
 class BestOfNSelector:

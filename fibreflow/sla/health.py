@@ -32,7 +32,7 @@ def health_document(results: list[Any] | None, *, cycle_id: str | None, cycles: 
         "cycle_id": cycle_id,
         "checked_at": checked_at.isoformat() if checked_at else None,
         "cycles": cycles,
-        "checks": [{**r.as_json(), "duration_s": round(r.duration_s, 4)} for r in results],
+        "checks": [{**r.to_dict(), "duration_s": round(r.duration_s, 4)} for r in results],
     }
 
 

@@ -38,7 +38,7 @@ class CheckResult:
         row.pop("details")
         return row
 
-    def as_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """The ``sla check --json`` shape."""
         return {"name": self.name, "status": self.status, "value": self.value,
                 "threshold": self.threshold, "reason": self.reason}

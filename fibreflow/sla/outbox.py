@@ -39,7 +39,7 @@ class DeliveryReport:
     pending: int = 0
     errors: list[str] = field(default_factory=list)
 
-    def as_json(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         """Plain dict for ``--json`` output."""
         return {"delivered": self.delivered, "failed": self.failed, "pending": self.pending,
                 "errors": list(self.errors)}

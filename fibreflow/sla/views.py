@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from fibreflow.figures import empty_figure, widen_time_axis
+from fibreflow.reporting.figures import empty_figure, widen_time_axis
 from fibreflow.sla.compliance import STATUS_RANK
 
 #: Colour per status, in ``STATUS_RANK`` order: green, amber, grey (unmeasured), red.

@@ -1,9 +1,9 @@
 """Cost attribution: model cost by tier, agent and feature, sandbox cost beside it, the trend,
 the month's projection and the savings against sending every call to Sonnet.
 
-The figures are the cost report's (``fibreflow.cost_views``), fed with the filtered window:
+The figures are the cost report's (``fibreflow.costs.views``), fed with the filtered window:
 recorded dollars from ``llm_calls.cost_usd`` and ``sandbox_sessions.est_cost_usd``; the
-all-Sonnet baseline prices the recorded token usage with ``fibreflow.costs.Pricing`` (pricing
+all-Sonnet baseline prices the recorded token usage with ``fibreflow.costs.analysis.Pricing`` (pricing
 is linear, so each group's summed usage is priced once).
 """
 
@@ -41,8 +41,8 @@ class CostPanel(Panel):
 
     def load(self, state: FilterState) -> dict[str, Any]:
         from fibreflow.config import load_settings
-        from fibreflow.cost_report import tier_of_model
-        from fibreflow.costs import Pricing
+        from fibreflow.costs.report import tier_of_model
+        from fibreflow.models.pricing import Pricing
 
         start, end = window(self.db, FilterState(state.days))
         where, params = call_filter(state, alias="c")
@@ -75,7 +75,7 @@ class CostPanel(Panel):
         return {"calls": calls, "sandbox": sandbox, "span_days": span, "start": start, "end": end}
 
     def render(self, data: dict[str, Any]) -> None:
-        from fibreflow.cost_views import agent_figure, spend_split_figure, tier_figure
+        from fibreflow.costs.views import agent_figure, spend_split_figure, tier_figure
 
         self._data = data
         calls, sandbox = data["calls"], data["sandbox"]
@@ -101,7 +101,7 @@ class CostPanel(Panel):
         self._trend()
 
     def _trend(self) -> None:
-        from fibreflow.cost_views import timeline_figure
+        from fibreflow.costs.views import timeline_figure
 
         if self._data is None:
             return
@@ -143,7 +143,7 @@ def _per_period(df: pd.DataFrame, column: str, freq: str) -> pd.Series:
 def _feature_figure(calls: pd.DataFrame, sandbox: pd.DataFrame, *, top: int = 15) -> Any:
     import plotly.graph_objects as go
 
-    from fibreflow.cost_views import MODEL_COLOR, SANDBOX_COLOR
+    from fibreflow.costs.views import MODEL_COLOR, SANDBOX_COLOR
 
     empty = pd.Series(dtype=float)
     model = calls[calls["feature"] != "(no feature)"].groupby("feature")["cost_usd"].sum() if len(calls) else empty

@@ -79,7 +79,7 @@ def fill_sample_history(store: Store, *, days: float = 14, seed: int = 0, now: d
                         sla_interval_min: float = 5.0, runs_per_day: float = 2.0) -> dict[str, int]:
     """Insert ``days`` of seeded history ending at ``now``; returns rows written per table."""
     from fibreflow.config import load_settings
-    from fibreflow.costs import Pricing
+    from fibreflow.models.pricing import Pricing
 
     settings = load_settings()
     pricing = Pricing.load(settings.models.pricing_path)

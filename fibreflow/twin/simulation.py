@@ -1,4 +1,4 @@
-"""Simulation: what-if controls over ``fibreflow.simulation``, re-projected as the controls move.
+"""Simulation: what-if controls over ``fibreflow.simulation.engine``, re-projected as the controls move.
 
 The calibration is re-read from the store only when its tables change; moving a control
 re-projects from the cached calibration (milliseconds). The time filter sets the calibration
@@ -56,7 +56,7 @@ class SimulationPanel(Panel):
 
     def load(self, state: FilterState) -> Any:
         from fibreflow.errors import SimulationError
-        from fibreflow.simulation import Calibration
+        from fibreflow.simulation.engine import Calibration
 
         start, end = window(self.db, FilterState(state.days, state.run_id))
         try:
@@ -95,7 +95,7 @@ class SimulationPanel(Panel):
 
     def project(self) -> None:
         """Re-run the three projections from the cached calibration and show them."""
-        from fibreflow.simulation import (
+        from fibreflow.simulation.engine import (
             DEFAULT_MIXES,
             optimize_model_routing,
             plan_capacity,

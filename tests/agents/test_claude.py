@@ -11,11 +11,11 @@ import pytest
 
 from fibreflow.agents import AttemptLimits, AttemptTask, get_agent, known_agents
 from fibreflow.agents.claude import CUT_NOTE, EMPTY_NUDGE, ClaudeAgent
-from fibreflow.agents.scripts import DEMO_FEATURE, DEMO_REPO, script_path, write_demo_repo
 from fibreflow.config import ModelsSettings, Settings
-from fibreflow.costs import Pricing
 from fibreflow.errors import AgentError, ConfigError
-from fibreflow.llm import LLMClient
+from fibreflow.models.client import LLMClient
+from fibreflow.models.pricing import Pricing
+from fibreflow.models.scripts import DEMO_FEATURE, DEMO_REPO, script_path, write_demo_repo
 from fibreflow.sandbox.backends import get_backend
 from fibreflow.sandbox.local import LocalSandbox
 from fibreflow.sandbox.profiles import load_profile
@@ -238,7 +238,7 @@ def test_empty_reply_is_nudged_once_then_fails(store: Store, sandbox: LocalSandb
 
 
 def test_a_server_that_never_answers_ends_the_attempt_with_an_error(store: Store, sandbox: LocalSandbox) -> None:
-    from fibreflow.agents.scripted import ScriptedServer
+    from fibreflow.models.scripted import ScriptedServer
 
     settings = Settings(models=ModelsSettings(timeout_s=0.3, max_retries=1, backoff_base_s=0.01))
     with ScriptedServer({"default": "too late"}, latency_s=30) as server:

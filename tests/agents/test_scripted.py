@@ -12,8 +12,8 @@ import anthropic
 import httpx
 import pytest
 
-from fibreflow.agents.scripted import Script, ScriptedServer, shared_server
 from fibreflow.errors import ConfigError
+from fibreflow.models.scripted import Script, ScriptedServer, shared_server
 
 USER = [{"role": "user", "content": "Fix the failing test in tests/test_sync.py"}]
 
@@ -150,7 +150,7 @@ def test_shared_server_is_reused() -> None:
 def test_standalone_module(tmp_path: Path) -> None:
     script = tmp_path / "s.json"
     script.write_text(json.dumps({"default": "standalone reply"}))
-    proc = subprocess.Popen([sys.executable, "-m", "fibreflow.agents.scripted", "--script", str(script)],
+    proc = subprocess.Popen([sys.executable, "-m", "fibreflow.models.scripted", "--script", str(script)],
                             stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline() if proc.stdout else ""

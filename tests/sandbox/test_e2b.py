@@ -16,9 +16,9 @@ import pytest
 
 from fibreflow.config import load_settings
 from fibreflow.errors import SandboxError, SandboxUnavailable
-from fibreflow.sandbox import e2b_fake as fake
 from fibreflow.sandbox.base import Sandbox, SandboxProfile
 from fibreflow.sandbox.e2b import E2BBackend
+from fibreflow.testing import e2b_fake as fake
 
 e2b = pytest.importorskip("e2b")
 from e2b.sandbox_sync.commands.command import Commands  # noqa: E402

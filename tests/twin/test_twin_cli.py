@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from fibreflow.cli import main
+from fibreflow.cli.twin import voila_command
 from fibreflow.errors import ConfigError
-from fibreflow.twin.cli import voila_command
 from fibreflow.twin.figure import ASSET_ENV, ASSET_URL
 
 

@@ -85,7 +85,7 @@ def _check(args: argparse.Namespace) -> int:
     settings, config = _load(args)
     results = _monitor(settings, config).check_all_slas(args.names)
     if args.json:
-        emit_json({"checks": [r.as_json() for r in results]})
+        emit_json({"checks": [r.to_dict() for r in results]})
     else:
         width = max((len(r.name) for r in results), default=4)
         for r in results:

@@ -24,7 +24,7 @@ import duckdb
 import pandas as pd
 
 from fibreflow.errors import ForeignDatabaseError, StoreError, StoreLockTimeout
-from fibreflow.schema import LATEST_VERSION, MIGRATIONS
+from fibreflow.store.schema import LATEST_VERSION, MIGRATIONS
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DUCKDB_MAGIC = b"DUCK"

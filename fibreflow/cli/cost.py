@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _analyze(args: argparse.Namespace) -> int:
     from fibreflow.cli import emit_json
     from fibreflow.config import load_settings
-    from fibreflow.costs import analyze_costs
+    from fibreflow.costs.analysis import analyze_costs
     from fibreflow.errors import ConfigError
     from fibreflow.store import Store
 

@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from fibreflow.agents import Agent, AttemptLimits, AttemptTask, get_agent
+from fibreflow.build.attempt import AttemptResult, FeatureResult, RunResult, run_attempt
+from fibreflow.build.features import Feature, FeatureList
+from fibreflow.build.progress import ProgressCallback, ProgressEvent
 from fibreflow.errors import AgentError, RunnerError
-from fibreflow.features import Feature, FeatureList
-from fibreflow.runner_attempt import AttemptResult, FeatureResult, RunResult, run_attempt
-from fibreflow.runner_progress import ProgressCallback, ProgressEvent
 from fibreflow.store import BatchWriter, Store
 
 MAX_LOCAL_WORKERS = 64

@@ -15,14 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fibreflow.agents import Agent, AttemptOutcome, AttemptTask
+from fibreflow.build.features import Feature
+from fibreflow.clock import utc_now
 from fibreflow.errors import FibreflowError
-from fibreflow.features import Feature
 
 _LOG_CHARS = 20_000
 
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclass
@@ -49,7 +47,7 @@ class AttemptResult:
     killed_reason: str | None = None
     diff: str = ""
     log: str = ""
-    started_at: dt.datetime = field(default_factory=_now)
+    started_at: dt.datetime = field(default_factory=utc_now)
     ended_at: dt.datetime | None = None
 
     @property
@@ -142,7 +140,7 @@ def run_attempt(manager: Any, record: Callable[[str, dict[str, Any]], None], tas
             except Exception as exc:
                 result.error = (result.error + "; " if result.error else "") + f"cleanup failed: {exc}"
         result.duration_s = time.monotonic() - started
-        result.ended_at = _now()
+        result.ended_at = utc_now()
         record("attempts", result.row(task.run_id))
     return result
 

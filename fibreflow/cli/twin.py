@@ -37,7 +37,7 @@ def voila_command(*, port: int = 8866, ip: str = "127.0.0.1", db: Path | None = 
     """The Voila command line and environment that serve the twin."""
     from fibreflow.config import load_settings
     from fibreflow.errors import ConfigError
-    from fibreflow.reports import NOTEBOOKS_DIR
+    from fibreflow.reporting.runner import NOTEBOOKS_DIR
     from fibreflow.twin.figure import ASSET_ENV, ASSET_URL, prepare_assets
 
     settings = load_settings()

@@ -2,7 +2,7 @@
 
 ``run_report("sla", parameters={"days": 7})`` executes ``notebooks/sla_report.ipynb`` in a
 kernel of this interpreter and writes ``reports/sla/<UTC stamp>.ipynb`` plus an HTML copy
-without code (``fibreflow.rendering.export_html``). Parameters given as strings (the CLI's
+without code (``fibreflow.reporting.rendering.export_html``). Parameters given as strings (the CLI's
 ``-p days=7``) are converted to the type of the notebook's default. A failing cell raises
 ``ReportError`` naming the cell; the executed notebook is kept. Two guards stop a hung kernel:
 papermill's per-cell timeout and a wall-clock watchdog that kills the kernel's process group.
@@ -12,19 +12,17 @@ A new report is one line in ``REPORTS``.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import datetime as dt
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fibreflow.errors import ConfigError, ReportError
-from fibreflow.kernels import KernelWatchdog, resolve_kernel
+from fibreflow.reporting.kernels import KernelWatchdog, resolve_kernel
 
-NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 
 #: Report name -> notebook under ``notebooks/``.
 REPORTS: dict[str, str] = {
@@ -48,7 +46,7 @@ class ReportResult:
     notebook_path: Path
     html_path: Path
 
-    def as_json(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, str]:
         """The ``report --json`` shape."""
         return {"notebook": str(self.notebook_path), "html": str(self.html_path)}
 
@@ -164,7 +162,7 @@ def run_report(name: str, *, parameters: dict[str, Any] | None = None, reports_d
     from nbclient.exceptions import CellTimeoutError
     from papermill.exceptions import PapermillExecutionError
 
-    from fibreflow.rendering import export_html
+    from fibreflow.reporting.rendering import export_html
 
     notebook = report_notebook(name)
     label = name if name in REPORTS else notebook.stem
@@ -210,7 +208,7 @@ def run_report(name: str, *, parameters: dict[str, Any] | None = None, reports_d
 
 
 def _export_quietly(out_nb: Path, out_html: Path, label: str) -> None:
-    from fibreflow.rendering import export_html
+    from fibreflow.reporting.rendering import export_html
 
     try:
         export_html(out_nb, out_html, title=f"{label} report {out_nb.stem} (failed)")
@@ -218,54 +216,5 @@ def _export_quietly(out_nb: Path, out_html: Path, label: str) -> None:
         pass
 
 
-# -- CLI ---------------------------------------------------------------------------------------
-
-def _parse_params(pairs: list[str] | None) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"-p expects key=value, got {pair!r}", key="-p")
-        out[key.strip()] = value
-    return out
-
-
-def _cmd_report(args: argparse.Namespace) -> int:
-    from fibreflow.cli import EXIT_FAILED, emit_json
-
-    try:
-        result = run_report(args.name, parameters=_parse_params(args.param),
-                            reports_dir=Path(args.reports_dir) if args.reports_dir else None,
-                            timeout_s=args.timeout, kernel_name=args.kernel)
-    except ReportError as exc:
-        html = Path(exc.notebook_path).with_suffix(".html") if exc.notebook_path else None
-        if args.json:
-            emit_json({"notebook": exc.notebook_path, "html": str(html) if html and html.exists() else None,
-                       "error": str(exc),
-                       "cell_index": exc.cell_index, "ename": exc.ename, "evalue": exc.evalue})
-        print(f"fibreflow: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    if args.json:
-        emit_json(result.as_json())
-    else:
-        print(f"notebook: {result.notebook_path}\nhtml:     {result.html_path}")
-    return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``fibreflow report NAME [-p key=value ...] [--json]``."""
-    p = sub.add_parser("report", help="run a papermill report into reports/NAME/",
-                       description=f"Run a report notebook. Known reports: {', '.join(sorted(REPORTS))} "
-                                   "(or a path to an .ipynb).")
-    p.add_argument("name", metavar="NAME", help="report name or path to a notebook")
-    p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",
-                   help="notebook parameter (repeatable); converted to the type of its default")
-    p.add_argument("--reports-dir", help="output root (default: settings reports_dir, ./reports)")
-    p.add_argument("--timeout", type=float, default=600, help="wall-clock limit in seconds (default 600)")
-    p.add_argument("--kernel", help="Jupyter kernel name (default: a kernel of this interpreter)")
-    p.add_argument("--json", action="store_true", help="print {notebook, html} as JSON")
-    p.set_defaults(func=_cmd_report)
-
-
-__all__ = ["NOTEBOOKS_DIR", "REPORTS", "ReportResult", "coerce_parameters", "register", "report_notebook",
+__all__ = ["NOTEBOOKS_DIR", "REPORTS", "ReportResult", "coerce_parameters", "report_notebook",
            "report_parameters", "run_report"]

@@ -22,7 +22,7 @@ A script (YAML or JSON)::
         text: "Avoiding what failed before."
     default: {text: "Done."}       # when no turn is left
 
-Run standalone: ``python -m fibreflow.agents.scripted --script FILE --port 8765``.
+Run standalone: ``python -m fibreflow.models.scripted --script FILE --port 8765``.
 The key (``x-api-key``, or ``Authorization: Bearer`` as newer SDKs send it) is checked for
 presence, and equality when ``api_key`` is given, but never recorded.
 """
@@ -39,8 +39,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from fibreflow.agents.scripted_replies import build_message, error_body, last_user_text
 from fibreflow.errors import ConfigError
+from fibreflow.models.scripted_replies import build_message, error_body, last_user_text
 from fibreflow.yamlio import load_yaml
 
 _TURN_KEYS = {"text", "tool_use", "content", "match", "system_match", "stop_reason", "usage", "latency_s"}
@@ -334,8 +334,8 @@ def shared_server() -> ScriptedServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m fibreflow.agents.scripted --script FILE --port N``: serve until interrupted."""
-    parser = argparse.ArgumentParser(prog="python -m fibreflow.agents.scripted", description=__doc__,
+    """``python -m fibreflow.models.scripted --script FILE --port N``: serve until interrupted."""
+    parser = argparse.ArgumentParser(prog="python -m fibreflow.models.scripted", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--script", type=Path, help="YAML or JSON script (default: one default reply)")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")

@@ -1,6 +1,6 @@
 """``fibreflow simulate add-agents TYPE COUNT | routing [--mix NAME=70/25/5 ...] | capacity --growth 0.2``.
 
-What-if projections calibrated on the store's recorded history (``fibreflow.simulation``).
+What-if projections calibrated on the store's recorded history (``fibreflow.simulation.engine``).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _calibrate(args: argparse.Namespace) -> Any:
     from fibreflow.config import load_settings
     from fibreflow.errors import ConfigError
-    from fibreflow.simulation import Calibration
+    from fibreflow.simulation.engine import Calibration
     from fibreflow.store import Store
 
     if args.days is not None and args.days <= 0:
@@ -78,14 +78,14 @@ def _emit(args: argparse.Namespace, cal: Any, results: list[Any], key: str | Non
 
 
 def _add_agents(args: argparse.Namespace) -> int:
-    from fibreflow.simulation import simulate_add_agents
+    from fibreflow.simulation.engine import simulate_add_agents
 
     cal = _calibrate(args)
     return _emit(args, cal, [simulate_add_agents(args.agent_type, args.count, calibration=cal)])
 
 
 def _routing(args: argparse.Namespace) -> int:
-    from fibreflow.simulation import optimize_model_routing, parse_mix
+    from fibreflow.simulation.engine import optimize_model_routing, parse_mix
 
     mixes = dict(parse_mix(text) for text in args.mix) or None
     cal = _calibrate(args)
@@ -93,7 +93,7 @@ def _routing(args: argparse.Namespace) -> int:
 
 
 def _capacity(args: argparse.Namespace) -> int:
-    from fibreflow.simulation import plan_capacity
+    from fibreflow.simulation.engine import plan_capacity
 
     cal = _calibrate(args)
     return _emit(args, cal, [plan_capacity(args.growth, months=args.months, calibration=cal)])

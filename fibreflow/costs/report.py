@@ -4,8 +4,8 @@
 model calls of the window from ``llm_calls`` and, optionally, JSON-lines call logs, and the
 sandbox sessions from ``sandbox_sessions``; it returns DataFrames by tier, agent, day and week,
 the monthly projection, and the savings against running every call on Sonnet. The headline
-figures (current, routed and all-Sonnet cost) are ``fibreflow.costs.analyze_costs``'s; this
-module only slices the same calls. Figures are in ``fibreflow.cost_views``.
+figures (current, routed and all-Sonnet cost) are ``fibreflow.costs.analysis.analyze_costs``'s; this
+module only slices the same calls. Figures are in ``fibreflow.costs.views``.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from pathlib import Path
 import pandas as pd
 
 from fibreflow.config import TIERS, load_settings
-from fibreflow.costs import USAGE_FIELDS, CostAnalysis, Pricing, analyze_costs, read_call_log
+from fibreflow.costs.analysis import CostAnalysis, analyze_costs, read_call_log
 from fibreflow.errors import StoreError
-from fibreflow.routing import ModelRouter
+from fibreflow.models.pricing import USAGE_FIELDS, Pricing
+from fibreflow.models.routing import ModelRouter
 from fibreflow.store import Store
 
 MONTH_DAYS = 30

@@ -1,12 +1,20 @@
-"""``fibreflow build``: run a feature list (or one goal) as parallel sandboxed agent attempts."""
+"""``fibreflow build``: run a feature list (or one goal) as parallel sandboxed agent attempts.
+
+A plain build runs every feature as N attempts and stores the results. With ``--autopilot``
+(or ``--resume RUN_ID``) the autopilot takes over: build, select, branch, stage, smoke, then ask
+for approval; it exits 0 while the run awaits approval, 1 when a step failed (no attempt passed,
+coverage below the floor, SLA gate, staging or smoke failure; resume with ``--resume``), 2 on a
+usage or configuration error.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
-from fibreflow.cli import EXIT_FAILED, EXIT_OK, usage_error
+from fibreflow.cli import EXIT_FAILED, EXIT_OK, progress_echo, show_result, usage_error
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,14 +46,31 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="start each feature at its routed (or pinned) tier and move one tier up while no attempt "
                         "passes, up to CEILING (default opus); with --autopilot: autopilot.escalate_to")
     p.add_argument("--run-id", default=None, help="run id (default: generated)")
-    p.add_argument("--use-sandboxes", action="store_true", default=True,
-                   help="run every attempt in its own sandbox (the default and only mode)")
     p.add_argument("--no-progress", action="store_true", help="no progress output on stderr")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    from fibreflow.autopilot_cli import add_build_arguments
-
-    add_build_arguments(p)
+    _add_autopilot_arguments(p)
     p.set_defaults(func=build)
+
+
+def _add_autopilot_arguments(p: argparse.ArgumentParser) -> None:
+    """The autopilot's options of ``fibreflow build``."""
+    g = p.add_argument_group("autopilot", "with --autopilot: build, select, branch, stage, smoke, ask for approval")
+    g.add_argument("--autopilot", action="store_true",
+                   help="run the autopilot on FEATURES_OR_GOAL: winners go to a new branch fibreflow/<run>/<feature>, "
+                        "staging and smoke checks run, then it waits for `fibreflow approve RUN_ID`")
+    g.add_argument("--resume", metavar="RUN_ID", default=None,
+                   help="continue an autopilot run from its first step that did not complete")
+    g.add_argument("--features", metavar="FILE", default=None,
+                   help="with --autopilot and a goal text: use this feature list instead of decomposing the goal")
+    g.add_argument("--offline", action="store_true",
+                   help="use the scripted model (no API key, no real model) for the claude agent and the "
+                        "decomposition")
+    g.add_argument("--agent-script", metavar="NAME|FILE", default=None,
+                   help="with --offline: the scripted conversation of the claude agent (e.g. demo_feature)")
+    g.add_argument("--decompose-script", metavar="FILE", default=None,
+                   help="with --offline: the scripted reply to the decomposition call")
+    g.add_argument("--coverage-floor", type=float, default=None, metavar="F",
+                   help="least coverage (0..1) a winner needs (default: selection.coverage_floor)")
 
 
 def _usage(message: str) -> int:
@@ -55,18 +80,16 @@ def _usage(message: str) -> int:
 def build(args: argparse.Namespace) -> int:
     """Handler of ``fibreflow build``."""
     from fibreflow.agents import get_agent
+    from fibreflow.build.features import load_features
+    from fibreflow.build.progress import TerminalProgress
+    from fibreflow.build.runner import ParallelRunner
     from fibreflow.cli import emit_json
     from fibreflow.config import load_settings
     from fibreflow.errors import AgentError, ConfigError, RunnerError, SandboxUnavailable
-    from fibreflow.features import load_features
-    from fibreflow.runner import ParallelRunner
-    from fibreflow.runner_progress import TerminalProgress
     from fibreflow.sandbox.profiles import load_profile
     from fibreflow.store import open_store
 
     if args.autopilot or args.resume:
-        from fibreflow.autopilot_cli import build_autopilot
-
         return build_autopilot(args)
     if args.spec is None:
         return _usage("give FEATURES_OR_GOAL (a feature_list.json or a goal text)")
@@ -95,7 +118,7 @@ def build(args: argparse.Namespace) -> int:
     try:
         ladder = None
         if args.escalate:
-            from fibreflow.escalation import TierLadder
+            from fibreflow.build.escalation import TierLadder
 
             ladder = TierLadder(args.escalate)
             features = ladder.start(features)
@@ -128,3 +151,35 @@ def summary_table(result: Any) -> str:
                  f"{sum(len(f.attempts) for f in result.features)} attempts, {result.duration_s:.1f}s, "
                  f"backend {result.backend}, {result.workers} workers)")
     return "\n".join(lines)
+
+
+def build_autopilot(args: argparse.Namespace) -> int:
+    """``fibreflow build --autopilot`` and ``fibreflow build --resume RUN_ID``."""
+    if getattr(args, "escalate", None):
+        return _usage("--escalate is for plain builds; the autopilot's ceiling is autopilot.escalate_to in the config")
+    from fibreflow.autopilot import resume_autopilot, run_autopilot
+    from fibreflow.build.progress import TerminalProgress
+    from fibreflow.errors import AgentError, RunnerError, SandboxUnavailable
+
+    progress = None if args.no_progress or args.json else TerminalProgress(sys.stderr)
+    try:
+        if args.resume:
+            if args.spec:
+                return _usage("--resume takes no FEATURES_OR_GOAL: the run remembers its own")
+            result = resume_autopilot(args.resume, progress=progress, echo=progress_echo(args))
+        else:
+            if not args.spec:
+                return _usage("--autopilot needs FEATURES_OR_GOAL (a goal text or a feature_list.json)")
+            spec_file = Path(args.spec)
+            is_file = spec_file.is_file() and not args.features
+            result = run_autopilot(
+                None if is_file else args.spec, repo=args.repo, features=args.spec if is_file else args.features,
+                attempts=args.attempts, workers=args.workers, agent=args.agent or "claude",
+                agent_command=args.agent_command, agent_timeout=args.agent_timeout,
+                agent_script=args.agent_script, offline=bool(getattr(args, "offline", False)),
+                decompose_script=args.decompose_script, backend=args.backend, profile=args.profile,
+                test_command=args.test_command, coverage_floor=args.coverage_floor, run_id=args.run_id,
+                progress=progress, echo=progress_echo(args))
+    except (AgentError, RunnerError, SandboxUnavailable) as exc:
+        return _usage(str(exc))
+    return show_result(result, args, ok=result.ok)

@@ -1,4 +1,4 @@
-"""Token usage -> dollars from ``data/pricing.yaml``, and the analysis of what routing saves.
+"""Token usage -> dollars from ``data/pricing.yaml``.
 
 Anthropic's ``usage`` reports four disjoint token counts: ``input_tokens`` (fresh input,
 excluding every cached token), ``cache_creation_input_tokens`` (written to the cache),
@@ -8,11 +8,9 @@ own rate; adding the cache counts to ``input_tokens`` a second time is the class
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,13 +19,12 @@ from fibreflow.errors import ConfigError
 from fibreflow.yamlio import load_yaml
 
 if TYPE_CHECKING:
-    from fibreflow.routing import ModelRouter
-    from fibreflow.store import Store
+    pass
 
 RATE_FIELDS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 _DATE_SUFFIX = re.compile(r"-\d{8}$")
-_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+_PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the source tree, where data/ ships
 
 
 @dataclass(frozen=True)
@@ -196,166 +193,3 @@ def price_usage(model: str, usage: Any, *, batch: bool = False, cache_ttl: str =
                 pricing: Pricing | None = None) -> float:
     """Dollars for one call's ``usage`` under the configured price table."""
     return (pricing or Pricing.load()).price_usage(model, usage, batch=batch, cache_ttl=cache_ttl)
-
-
-# -- cost analysis ----------------------------------------------------------------------
-
-_TEXT_KEYS = ("task", "prompt", "command", "task_text", "text")
-
-
-@dataclass
-class _Call:
-    at: dt.datetime
-    agent: str | None
-    model: str
-    usage: dict[str, int]
-    text: str | None
-    cost: float | None = None  # recorded at call time (DuckDB); else priced now
-
-
-@dataclass
-class CostAnalysis:
-    """Spend in a window, and what it would have been routed and all on Sonnet."""
-
-    days: float
-    since: dt.datetime
-    until: dt.datetime
-    calls: int = 0
-    current_cost: float = 0.0
-    routed_cost: float = 0.0
-    all_sonnet_cost: float = 0.0
-    unclassified: int = 0
-    by_tier: dict[str, dict[str, float]] = field(default_factory=dict)
-    by_agent: dict[str, dict[str, float]] = field(default_factory=dict)
-    malformed_lines: list[dict[str, Any]] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``fibreflow cost analyze --json`` object (dollars rounded to 1/10000 cent)."""
-        month = 30.0 / self.days if self.days else 0.0
-        return {
-            "days": self.days, "since": self.since.isoformat(), "until": self.until.isoformat(),
-            "calls": self.calls, "current_cost": _r(self.current_cost), "routed_cost": _r(self.routed_cost),
-            "all_sonnet_cost": _r(self.all_sonnet_cost),
-            "savings": _r(self.current_cost - self.routed_cost),
-            "savings_vs_sonnet": _r(self.all_sonnet_cost - self.routed_cost),
-            "monthly_projection": {"current_cost": _r(self.current_cost * month),
-                                   "routed_cost": _r(self.routed_cost * month),
-                                   "all_sonnet_cost": _r(self.all_sonnet_cost * month)},
-            "by_tier": _round_nested(self.by_tier), "by_agent": _round_nested(self.by_agent),
-            "unclassified": self.unclassified, "malformed_lines": self.malformed_lines,
-            "malformed_count": len(self.malformed_lines), "sources": self.sources,
-        }
-
-
-def _r(x: float) -> float:
-    return round(x, 6)
-
-
-def _round_nested(d: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-    return {k: {f: (_r(v) if isinstance(v, float) else v) for f, v in row.items()} for k, row in sorted(d.items())}
-
-
-def _parse_time(value: Any) -> dt.datetime:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return dt.datetime.fromtimestamp(float(value), dt.UTC)
-    if isinstance(value, str):
-        parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-    if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-    raise ValueError(f"timestamp must be ISO 8601 text or epoch seconds, got {value!r}")
-
-
-def read_call_log(path: Path, pricing: Pricing, malformed: list[dict[str, Any]]) -> Iterator[_Call]:
-    """Calls from a JSON-lines log; bad lines are appended to ``malformed`` with their number."""
-    try:
-        handle = path.open(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise ConfigError(f"cannot read the log: {exc.strerror}", path=str(path)) from None
-    with handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"invalid JSON: {exc.msg} at column {exc.colno}") from None
-                if not isinstance(obj, dict):
-                    raise ValueError("a line must be one JSON object")
-                model = obj.get("model")
-                if not isinstance(model, str) or not model:
-                    raise ValueError("no model")
-                if not pricing.knows(model):
-                    raise ValueError(f"unknown model '{model}' (not in {pricing.path})")
-                if "timestamp" not in obj:
-                    raise ValueError("no timestamp")
-                usage = usage_tokens(obj.get("usage") if isinstance(obj.get("usage"), dict) else obj)
-                text = next((obj[k] for k in _TEXT_KEYS if isinstance(obj.get(k), str) and obj[k]), None)
-                yield _Call(_parse_time(obj["timestamp"]), obj.get("agent"), model, usage, text)
-            except ValueError as exc:
-                malformed.append({"file": str(path), "line": number, "error": str(exc)})
-
-
-def _store_calls(store: Store, since: dt.datetime, until: dt.datetime) -> Iterator[_Call]:
-    df = store.query_df(
-        "SELECT created_at, agent, model, input_tokens, output_tokens, cache_creation_input_tokens, "
-        "cache_read_input_tokens, cost_usd, task_text FROM llm_calls "
-        "WHERE status = 'ok' AND created_at >= ? AND created_at <= ?", [since, until])
-    for row in df.itertuples(index=False):
-        usage = {f: int(getattr(row, f) or 0) for f in USAGE_FIELDS}
-        text = row.task_text if isinstance(row.task_text, str) else None
-        agent = row.agent if isinstance(row.agent, str) else None
-        yield _Call(row.created_at.to_pydatetime(), agent, row.model, usage, text, float(row.cost_usd or 0.0))
-
-
-def analyze_costs(store: Store | None = None, logs: Iterable[str | Path] = (), *, days: float = 30,
-                  now: dt.datetime | None = None, router: ModelRouter | None = None,
-                  pricing: Pricing | None = None) -> CostAnalysis:
-    """Current spend of the last ``days``, the spend had every call been routed, and all-Sonnet.
-
-    Calls come from ``llm_calls`` (when ``store`` is given) and JSON-lines ``logs``. A call is
-    routed on its task text (``task``/``prompt``/``command``) or its agent's rule; a call with
-    neither keeps its own model and counts as ``unclassified``.
-    """
-    from fibreflow.routing import ModelRouter
-
-    router = router or ModelRouter()
-    pricing = pricing or Pricing.load(router.settings.models.pricing_path)
-    until = _parse_time(now) if now is not None else dt.datetime.now(dt.UTC)
-    since = until - dt.timedelta(days=days)
-    out = CostAnalysis(days=days, since=since, until=until)
-    sources: list[Iterable[_Call]] = []
-    if store is not None:
-        sources.append(_store_calls(store, since, until))
-        out.sources.append(str(store.path))
-    for log_path in logs:
-        sources.append(read_call_log(Path(log_path), pricing, out.malformed_lines))
-        out.sources.append(str(log_path))
-    sonnet = router.get_model_id("sonnet")
-    for source in sources:
-        for call in source:
-            if not since <= call.at <= until:
-                continue
-            current = call.cost if call.cost is not None else pricing.price_usage(call.model, call.usage)
-            if call.text or call.agent in router.agent_rules:
-                tier = router.classify_request(call.text or "", call.agent).tier
-                routed = pricing.price_usage(router.get_model_id(tier), call.usage)
-            else:
-                tier, routed = "unclassified", current
-                out.unclassified += 1
-            all_sonnet = pricing.price_usage(sonnet, call.usage)
-            out.calls += 1
-            out.current_cost += current
-            out.routed_cost += routed
-            out.all_sonnet_cost += all_sonnet
-            for table, key in ((out.by_tier, tier), (out.by_agent, call.agent or "(none)")):
-                row = table.setdefault(key, {"calls": 0, "current_cost": 0.0, "routed_cost": 0.0,
-                                             "all_sonnet_cost": 0.0, "savings": 0.0})
-                row["calls"] += 1
-                row["current_cost"] += current
-                row["routed_cost"] += routed
-                row["all_sonnet_cost"] += all_sonnet
-                row["savings"] += current - routed
-    return out

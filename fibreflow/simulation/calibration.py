@@ -4,7 +4,7 @@
 sandbox sessions, SLA checks) and keeps rates per day, per agent and per tier, the peaks that
 limits are checked against (sandboxes at once, requests and tokens per minute), each tier's
 attempt success rate, and per SLA how its measured value moves with the model-call load of
-the hour (a least-squares slope, never negative). ``fibreflow.simulation`` projects from it.
+the hour (a least-squares slope, never negative). ``fibreflow.simulation.engine`` projects from it.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _route(args: argparse.Namespace) -> int:
     from fibreflow.cli import emit_json
-    from fibreflow.routing import ModelRouter
+    from fibreflow.models.routing import ModelRouter
 
     decision = ModelRouter().classify_request(args.text, args.agent, tier=args.model)
     if args.json:

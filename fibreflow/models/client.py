@@ -21,14 +21,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fibreflow.config import Settings, load_settings
-from fibreflow.costs import USAGE_FIELDS, Pricing, usage_tokens
 from fibreflow.errors import ConfigError, LLMError, StoreError
-from fibreflow.routing import ModelRouter, RouteDecision
+from fibreflow.models.pricing import USAGE_FIELDS, Pricing, usage_tokens
+from fibreflow.models.routing import ModelRouter, RouteDecision
 
 if TYPE_CHECKING:
     from anthropic.types import Message
 
-    from fibreflow.agents.scripted import ScriptedServer
+    from fibreflow.models.scripted import ScriptedServer
     from fibreflow.store import Store
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class LLMClient:
         self.scripted: ScriptedServer | None = None
         self._owns_server = False
         if offline:
-            from fibreflow.agents.scripted import ScriptedServer, shared_server
+            from fibreflow.models.scripted import ScriptedServer, shared_server
 
             if script is not None:
                 self.scripted, self._owns_server = ScriptedServer(script).start(), True
@@ -260,7 +260,7 @@ def _retry_after(response: Any) -> float | None:
 
 
 def _last_user_text(messages: Sequence[Any]) -> str:
-    from fibreflow.agents.scripted_replies import last_user_text
+    from fibreflow.models.scripted_replies import last_user_text
 
     return last_user_text([m if isinstance(m, dict) else dict(m) for m in messages])[:4000]
 

@@ -1,4 +1,4 @@
-"""Plotly figures of the cost report; each takes a DataFrame of ``fibreflow.cost_report``.
+"""Plotly figures of the cost report; each takes a DataFrame of ``fibreflow.costs.report``.
 
 None reads the store, so the dashboard can rebuild them from whatever data it holds.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from fibreflow.figures import empty_figure
+from fibreflow.reporting.figures import empty_figure
 
 #: Colour per tier, and for the Sonnet baseline and sandboxes.
 TIER_COLORS = {"haiku": "#2ca02c", "sonnet": "#1f77b4", "opus": "#9467bd", "other": "#7f7f7f"}

@@ -1,4 +1,4 @@
-"""What-if simulation calibrated on the store's history (see ``fibreflow.calibration``).
+"""What-if simulation calibrated on the store's history (see ``fibreflow.simulation.calibration``).
 
 Three questions, each answered as a ``ScenarioResult``:
 
@@ -24,9 +24,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from fibreflow.calibration import DAYS_PER_MONTH, Calibration
 from fibreflow.config import TIERS
 from fibreflow.errors import ConfigError
+from fibreflow.simulation.calibration import DAYS_PER_MONTH, Calibration
 from fibreflow.store import Store
 
 __all__ = ["Calibration", "DEFAULT_MIXES", "Resource", "ScenarioResult", "calibrate", "optimize_model_routing",
@@ -214,7 +214,7 @@ def optimize_model_routing(scenarios: Mapping[str, tuple[float, float, float]] |
                            pricing: Any = None) -> list[ScenarioResult]:
     """Cost and quality risk of routing mixes on the recorded workload, cheapest first; the
     recorded mix is included as ``recorded``."""
-    from fibreflow.costs import Pricing
+    from fibreflow.models.pricing import Pricing
 
     cal = _calibration(calibration, store)
     pricing = pricing or Pricing.load()

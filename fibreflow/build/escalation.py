@@ -8,11 +8,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+from fibreflow.build.attempt import FeatureResult
+from fibreflow.build.features import Feature, FeatureList
 from fibreflow.config import TIERS
 from fibreflow.errors import ConfigError
-from fibreflow.features import Feature, FeatureList
-from fibreflow.routing import ModelRouter
-from fibreflow.runner_attempt import FeatureResult
+from fibreflow.models.routing import ModelRouter
 
 
 class TierLadder:
