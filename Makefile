@@ -37,6 +37,7 @@ setup: $(STAMP) system-deps postgres
 
 lint: $(STAMP)
 	$(BIN)/ruff check fibreflow tests
+	$(BIN)/mypy
 
 test: setup lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider

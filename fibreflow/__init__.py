@@ -13,9 +13,10 @@ __version__ = "0.1.0"
 
 # name -> module that defines it
 _EXPORTS: dict[str, str] = {
-    "AgentAttempt": "fibreflow.learning",
+    "AgentAttempt": "fibreflow.build.attempt",
     "AttemptOutcome": "fibreflow.agents",
     "AttemptTask": "fibreflow.agents",
+    "AutopilotOptions": "fibreflow.autopilot",
     "BatchWriter": "fibreflow.store",
     "BestOfNSelector": "fibreflow.selection",
     "ConfigError": "fibreflow.errors",

@@ -3,6 +3,7 @@ through the real SDK, real deploy and smoke commands, a local Slack receiver, re
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -18,7 +19,14 @@ import nbformat
 import pytest
 import yaml
 
-from fibreflow.autopilot import approve_run, load_result, reject_run, resume_autopilot, run_autopilot
+from fibreflow.autopilot import (
+    AutopilotOptions,
+    approve_run,
+    load_result,
+    reject_run,
+    resume_autopilot,
+    run_autopilot,
+)
 from fibreflow.autopilot.decompose import decompose_goal
 from fibreflow.cli import main
 from fibreflow.config import Settings, load_settings
@@ -115,9 +123,9 @@ def test_scripted_model_build_branch_staging_smoke_slack_and_approve(
     before = _state_of(repo)
     with SlackReceiver() as slack:
         monkeypatch.setenv("SLACK_WEBHOOK_URL", slack.webhook_url)
-        result = run_autopilot(GOAL, repo=repo, attempts=3, agent="claude", offline=True,
-                               agent_script="demo_feature", decompose_script=str(script), store=store,
-                               settings=settings)
+        options = AutopilotOptions(attempts=3, agent="claude", offline=True, agent_script="demo_feature",
+                                   decompose_script=str(script))
+        result = run_autopilot(GOAL, options, repo=repo, store=store, settings=settings)
         assert result.state == "awaiting_approval", result.error
         message = slack.wait_for(1)[0]
 
@@ -152,9 +160,8 @@ def test_scripted_model_build_branch_staging_smoke_slack_and_approve(
 
 def _command_run(store: Store, repo: Path, settings: Settings, **kw: object) -> object:
     # offline without a decomposition script: the goal is the one feature (no model call)
-    options = {"attempts": 1, "agent": "command", "agent_command": FIX, "offline": True, "store": store,
-               "settings": settings}
-    return run_autopilot(GOAL, repo=repo, **{**options, **kw})
+    options = AutopilotOptions(**{"attempts": 1, "agent": "command", "agent_command": FIX, "offline": True, **kw})
+    return run_autopilot(GOAL, options, repo=repo, store=store, settings=settings)
 
 
 def test_reject_records_the_reason_and_refuses_a_later_approve(
@@ -320,3 +327,22 @@ def test_failed_smoke_check_stops_before_the_approval_request_and_is_learned(
     assert checks["broken"]["exit_code"] == 3 and "migrations pending" in checks["broken"]["output"]
     assert "notify" not in {s["step"] for s in result.steps}
     assert store.scalar("SELECT error_type FROM learned_patterns") == "SmokeTestFailure"
+
+
+def test_options_round_trip_through_the_stored_json_and_old_rows_still_read(tmp_path: Path) -> None:
+    settings = load_settings()
+    features = tmp_path / "features.json"
+    options = AutopilotOptions(agent="command", agent_command=FIX, offline=True, features_path=features,
+                               dirty=("README.md",)).resolved(settings)
+    stored = json.loads(json.dumps(options.to_dict()))
+    assert list(stored) == ["attempts", "workers", "agent", "agent_command", "agent_timeout", "agent_script",
+                            "offline", "decompose_script", "backend", "profile", "test_command", "coverage_floor",
+                            "dirty", "features_path"]
+    assert stored["attempts"] == settings.autopilot.attempts and stored["profile"] == settings.sandbox.profile
+    assert stored["features_path"] == str(features.resolve()) and stored["dirty"] == ["README.md"]
+    assert AutopilotOptions.from_dict(stored) == dataclasses.replace(options, features_path=str(features.resolve()))
+    # a row from before a field existed, or with a key this version does not know
+    old = AutopilotOptions.from_dict({"attempts": 2, "agent": "command", "backend": "local", "retired_key": 1})
+    assert (old.attempts, old.agent, old.dirty, old.features_path) == (2, "command", (), None)
+    with pytest.raises(ConfigError, match="attempts must be at least 1"):
+        AutopilotOptions(attempts=0).resolved(settings)

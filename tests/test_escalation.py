@@ -86,12 +86,13 @@ def test_an_unknown_ceiling_is_a_usage_error(capsys: pytest.CaptureFixture[str],
 def test_the_autopilot_build_step_climbs_the_ladder(store, repo: Path) -> None:
     from fibreflow.agents.command import CommandAgent
     from fibreflow.autopilot.build import AgentFactory, run_feature
+    from fibreflow.autopilot.options import AutopilotOptions
     from fibreflow.build.features import Feature
 
     agent = CommandAgent(OPUS_ONLY)
     feature = Feature(id="mul", description="mul() multiplies", test_command="python -m pytest -q test_mul.py",
                       tier="sonnet")
-    agents = AgentFactory({"agent": agent.name}, store=store, given=agent)
+    agents = AgentFactory(AutopilotOptions(agent=agent.name), store=store, given=agent)
     detail = run_feature(store, repo, feature, goal=None, runner_run_id="r-ladder", agents=agents, attempts=2,
                          workers=None, backend="local", profile="quick", iterations=1, escalate_to="opus")
     assert detail["status"] == "passed" and detail["solved_tier"] == "opus" and detail["attempts"] == 4

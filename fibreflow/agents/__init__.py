@@ -3,6 +3,10 @@
 An agent works on one attempt inside one sandbox; it never touches the host filesystem, only
 the ``Sandbox`` it is handed. Agents are chosen by name through ``get_agent``; each lives in its
 own module, imported only when asked for, so adding one is one line in ``AGENTS``.
+
+Modules: ``claude`` (a tool-use loop over the one LLM client), its ``tools`` (``bash`` and a
+file editor, run only through the sandbox), and ``command`` (an external agent CLI or any shell
+command run in the sandbox).
 """
 
 from __future__ import annotations

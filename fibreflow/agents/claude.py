@@ -280,7 +280,8 @@ def _with_breakpoint(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = list(messages)
     last = out[-1]
     content = last["content"]
-    blocks = [{"type": "text", "text": content}] if isinstance(content, str) else [dict(b) for b in content]
+    blocks: list[dict[str, Any]] = ([{"type": "text", "text": content}] if isinstance(content, str)
+                                    else [dict(b) for b in content])
     blocks[-1] = {**blocks[-1], "cache_control": _CACHE}
     out[-1] = {**last, "content": blocks}
     return out

@@ -3,8 +3,9 @@
 Before the attempts, the patterns learned from earlier failures that fit this agent and feature
 go to every attempt as its "known pitfalls" (the runner's ``learnings`` hook); after them, each
 failing attempt's executed evidence is stored in the knowledge base and every shown pattern is
-scored by how the attempt went. Attempts are read back from the ``attempts`` table, so the
-selection after a resumed run sees exactly what the build recorded.
+scored by how the attempt went. Attempts are read back from the ``attempts`` table
+(``AgentAttempt.from_row``), so learning, and the selection after a resumed run, see exactly
+what the build recorded, verdict included.
 """
 
 from __future__ import annotations
@@ -14,17 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from fibreflow.agents import Agent, get_agent
+from fibreflow.autopilot.options import AutopilotOptions
+from fibreflow.build.attempt import AgentAttempt
 from fibreflow.build.features import Feature, FeatureList
 from fibreflow.build.progress import ProgressCallback
 from fibreflow.errors import AgentError
-from fibreflow.learning import AgentAttempt, FailureKnowledgeBase, LearningContext
+from fibreflow.learning import FailureKnowledgeBase, LearningContext
 from fibreflow.store import Store
 
 
 class AgentFactory:
     """Builds agents by name from the run's options and closes the ones it built."""
 
-    def __init__(self, options: dict[str, Any], *, store: Store, given: Agent | None = None) -> None:
+    def __init__(self, options: AutopilotOptions, *, store: Store, given: Agent | None = None) -> None:
         self.options = options
         self.store = store
         self.given = given
@@ -35,12 +38,12 @@ class AgentFactory:
             return self.given
         o = self.options
         if name == "command":
-            if not o.get("agent_command"):
+            if not o.agent_command:
                 raise AgentError("the command agent needs a command: --agent-command CMD (agent_command=)")
-            agent = get_agent("command", command=o["agent_command"], timeout=o.get("agent_timeout"))
+            agent = get_agent("command", command=o.agent_command, timeout=o.agent_timeout)
         elif name == "claude":
-            extra = {"script": o["agent_script"]} if o.get("agent_script") else {}
-            agent = get_agent("claude", offline=bool(o.get("offline")), store=self.store, **extra)
+            extra = {"script": o.agent_script} if o.agent_script else {}
+            agent = get_agent("claude", offline=o.offline, store=self.store, **extra)
         else:
             agent = get_agent(name)
         self.made.append(agent)
@@ -65,7 +68,7 @@ def run_feature(store: Store, repo: Path, feature: Feature, *, goal: str | None,
     from fibreflow.build.runner import ParallelRunner
 
     kb = FailureKnowledgeBase(store)
-    agent_name = feature.agent or str(agents.options.get("agent") or "claude")
+    agent_name = feature.agent or agents.options.agent or "claude"
     agent = agents(agent_name)
     shown: list[str] = []
 
@@ -82,7 +85,7 @@ def run_feature(store: Store, repo: Path, feature: Feature, *, goal: str | None,
         alone = ladder.start(alone)
     stored: list[str] = []
 
-    def learn(f: Feature, results: list[Any]) -> None:
+    def learn(f: Feature, results: list[AgentAttempt]) -> None:
         # failures of this iteration are learned before the next iteration asks for learnings
         ids = {r.attempt_id for r in results}
         tried = [a for a in load_attempts(store, runner_run_id, f) if a.attempt_id in ids]
@@ -115,39 +118,11 @@ def learn_from(kb: FailureKnowledgeBase, attempts: list[AgentAttempt], shown: li
 
 
 def load_attempts(store: Store, runner_run_id: str, feature: Feature) -> list[AgentAttempt]:
-    """The recorded attempts of one build as ``AgentAttempt`` objects, in attempt order."""
+    """The recorded attempts of one build, in attempt order, with the verdicts the runner stored."""
     df = store.query_df("SELECT * FROM attempts WHERE run_id = ? AND feature_id = ? ORDER BY started_at, attempt_id",
                         [runner_run_id, feature.id])
-    out = []
-    for r in df.to_dict("records"):
-        val = _Row(r)
-        attempt = AgentAttempt(
-            feature_id=feature.id, sandbox_id=val("sandbox_id"), test_coverage=val("coverage"),
-            tests_passed=int(val("tests_passed", 0)), tests_failed=int(val("tests_failed", 0)),
-            execution_time=val("duration_s"), agent=str(val("agent", "")), attempt_id=r["attempt_id"],
-            run_id=runner_run_id, iteration=int(val("iteration", 1)), diff=val("diff", "") or "",
-            test_output=val("log", "") or "", killed_reason=val("killed_reason"),
-            exit_code=None if val("exit_code") is None else int(val("exit_code")), tier=val("tier"), stage="test",
-            feature_text=feature.task_description())
-        attempt.artifacts["status"] = r["status"]
-        attempt.artifacts["cost_usd"] = float(val("cost_usd", 0.0))
-        attempt.artifacts["error"] = val("error")
-        if r["status"] != "passed" and attempt.passed:
-            # tests passed but the runner failed the attempt (its agent ended in an error)
-            attempt.artifacts["runner_failed"] = True
-        out.append(attempt)
-    return out
-
-
-class _Row:
-    """A DataFrame record read with defaults: None and NaN (pandas' missing value) are missing."""
-
-    def __init__(self, row: dict[str, Any]) -> None:
-        self.row = row
-
-    def __call__(self, key: str, default: Any = None) -> Any:
-        v = self.row.get(key)
-        return default if v is None or v != v else v
+    return [AgentAttempt.from_row(r, stage="test", feature_text=feature.task_description())
+            for r in df.to_dict("records")]
 
 
 def is_test_file(path: str) -> bool:

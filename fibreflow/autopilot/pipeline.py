@@ -6,29 +6,36 @@ it: feature k's attempts work on an export of feature k-1's commit, and its winn
 commit on ``<prefix>/<run>/<feature k>`` whose parent is that commit. The last branch holds the
 whole goal; it is what staging and production get. ``resume_autopilot`` re-enters the same
 sequence and skips every step whose latest try completed.
+
+A run's ``AutopilotOptions`` are resolved and stored with it when it starts; every step reads
+them back from the run's row, so a resumed run is built exactly as it began.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fibreflow.agents import Agent
 from fibreflow.autopilot import gitrepo
 from fibreflow.autopilot.build import AgentFactory, load_attempts, run_feature
+from fibreflow.autopilot.options import AutopilotOptions
 from fibreflow.autopilot.result import AutopilotResult, load_result, run_cost, run_summary
 from fibreflow.autopilot.stages import deploy_step, gate_step, smoke_step
 from fibreflow.autopilot.state import DONE, Done, RunLog, StepRow, pid_alive
 from fibreflow.build.features import Feature, FeatureList
 from fibreflow.build.progress import ProgressCallback
+from fibreflow.build.records import set_winner
 from fibreflow.config import Settings, load_settings
 from fibreflow.errors import AlertDeliveryError, AutopilotError, ConfigError
 from fibreflow.store import Store, open_store
 
 Echo = Callable[[str], None]
+_T = TypeVar("_T")
 
 
 @dataclasses.dataclass
@@ -44,8 +51,9 @@ class Context:
     agent: Agent | None = None
 
     @property
-    def options(self) -> dict[str, Any]:
-        return self.run["options"]
+    def options(self) -> AutopilotOptions:
+        """The options the run was started with (resolved against the settings of that time)."""
+        return AutopilotOptions.from_dict(self.run["options"])
 
     @property
     def repo(self) -> Path:
@@ -55,58 +63,58 @@ class Context:
         return self.log.run_step(name, fn, feature_id=feature_id, echo=self.echo)
 
 
-def run_autopilot(goal: str | None = None, *, repo: str | Path = ".", features: str | Path | None = None,
-                  attempts: int | None = None, workers: int | None = None, agent: str | Agent = "claude",
-                  agent_command: str | None = None, agent_timeout: float | None = None,
-                  agent_script: str | None = None, offline: bool = False, decompose_script: str | None = None,
-                  backend: str | None = None, profile: str | None = None, test_command: str | None = None,
-                  coverage_floor: float | None = None, run_id: str | None = None, store: Store | None = None,
+def run_autopilot(goal: str | None = None, options: AutopilotOptions | None = None, *, repo: str | Path = ".",
+                  run_id: str | None = None, agent: Agent | None = None, store: Store | None = None,
                   settings: Settings | None = None, progress: ProgressCallback | None = None,
                   echo: Echo | None = None) -> AutopilotResult:
-    """Build ``goal`` (or the feature list ``features``) and stop at the approval request.
+    """Build ``goal`` (or the feature list ``options.features_path``) in ``repo`` and stop at the
+    approval request.
 
-    ``agent`` is ``claude`` (``offline=True``: the scripted model, ``agent_script`` its
-    conversation), ``command`` (with ``agent_command``) or an Agent object. Defaults come from
-    the ``autopilot`` and ``sandbox`` settings. Returns the run; a failed step leaves it
+    ``options`` (``AutopilotOptions``; all defaults when None) say how: attempts, the agent by
+    name (``claude``, with ``offline`` the scripted model and ``agent_script`` its conversation;
+    ``command`` with ``agent_command``), sandbox backend and profile, coverage floor. Unset
+    fields take the ``autopilot``, ``sandbox`` and ``selection`` settings, and the resolved
+    options are stored with the run. ``agent`` is an Agent object to use instead of building
+    one by name (``options.agent`` becomes its name). Returns the run; a failed step leaves it
     ``failed`` (resumable) with ``failed_step`` and ``error`` set.
     """
     from fibreflow.build.runner import new_run_id
     from fibreflow.sandbox.profiles import load_profile
 
     settings = settings or load_settings()
-    if not (goal and goal.strip()) and features is None:
-        raise ConfigError("give a goal or a feature list (features=)", key="goal")
-    n = attempts if attempts is not None else settings.autopilot.attempts
-    if n < 1:
-        raise ConfigError(f"attempts must be at least 1, got {n}", key="attempts")
-    if coverage_floor is not None and not 0 <= coverage_floor <= 1:
-        raise ConfigError(f"coverage_floor must be between 0 and 1, got {coverage_floor}", key="coverage_floor")
-    profile = profile or settings.sandbox.profile
-    load_profile(profile)
-    if features is not None:
-        FeatureList.load(features, test_command=test_command)  # a bad file is a usage error before any run exists
+    options = options or AutopilotOptions()
+    if agent is not None:
+        options = dataclasses.replace(options, agent=getattr(agent, "name", type(agent).__name__))
+    if not (goal and goal.strip()) and options.features_path is None:
+        raise ConfigError("give a goal or a feature list (AutopilotOptions.features_path)", key="goal")
+    options = options.resolved(settings)
+    load_profile(_stored(options.profile, "profile"))
+    if options.features_path is not None:  # a bad file is a usage error before any run exists
+        FeatureList.load(options.features_path, test_command=options.test_command)
     store = store or open_store(settings.db_path)
     root = gitrepo.repo_root(repo)
     ref, base = gitrepo.head(root)
-    agent_name = agent if isinstance(agent, str) else getattr(agent, "name", type(agent).__name__)
-    needs_model = agent_name == "claude" or features is None  # the agent, or the decomposition
-    if needs_model and not offline and not os.environ.get("ANTHROPIC_API_KEY"):
+    needs_model = options.agent == "claude" or options.features_path is None  # the agent, or the decomposition
+    if needs_model and not options.offline and not os.environ.get("ANTHROPIC_API_KEY"):
         from fibreflow.models.client import MISSING_KEY
 
         raise ConfigError(MISSING_KEY + " (or give a feature list and a command agent)", key="ANTHROPIC_API_KEY")
-    _no_literal_secrets(agent_command=agent_command, goal=goal)
-    options = {"attempts": n, "workers": workers if workers is not None else settings.autopilot.workers,
-               "agent": agent_name, "agent_command": agent_command, "agent_timeout": agent_timeout,
-               "agent_script": agent_script, "offline": offline, "decompose_script": decompose_script,
-               "backend": backend or settings.sandbox.backend, "profile": profile, "test_command": test_command,
-               "coverage_floor": coverage_floor, "dirty": gitrepo.dirty_paths(root),
-               "features_path": str(Path(features).resolve()) if features is not None else None}
+    _no_literal_secrets(agent_command=options.agent_command, goal=goal)
+    options = dataclasses.replace(options, dirty=tuple(gitrepo.dirty_paths(root)))
     run_id = run_id or new_run_id()
     gitrepo.branch_name(settings.autopilot.branch_prefix, run_id, "x")  # a bad prefix fails before any work
     log = RunLog.create(store, run_id, goal=(goal or "").strip() or None, repo=str(root), base_ref=ref,
-                        base_commit=base, options=options)
-    ctx = Context(store, settings, log, log.get(), echo, progress, None if isinstance(agent, str) else agent)
+                        base_commit=base, options=options.to_dict())
+    ctx = Context(store, settings, log, log.get(), echo, progress, agent)
     return _drive(ctx)
+
+
+def _stored(value: _T | None, key: str) -> _T:
+    """A value every run row has (an option ``AutopilotOptions.resolved`` sets, or the goal of a run
+    without a feature list); None only in a damaged row."""
+    if value is None:
+        raise AutopilotError(f"the run has no {key} recorded (a damaged run row); start a new run")
+    return value
 
 
 def _no_literal_secrets(**values: str | None) -> None:
@@ -158,10 +166,10 @@ def _pipeline(ctx: Context) -> None:
     branch = winner = None
     for feature in features.ordered():
         fid = feature.id
-        build = ctx.step(f"build:{fid}", lambda f=feature, p=parent: _build(ctx, f, p), feature_id=fid)
-        chosen = ctx.step(f"select:{fid}", lambda f=feature, p=parent, b=build: _select(ctx, f, p, b.detail),
+        build = ctx.step(f"build:{fid}", functools.partial(_build, ctx, feature, parent), feature_id=fid)
+        chosen = ctx.step(f"select:{fid}", functools.partial(_select, ctx, feature, parent, build.detail),
                           feature_id=fid)
-        made = ctx.step(f"commit:{fid}", lambda f=feature, p=parent, s=chosen: _commit(ctx, f, p, s.detail),
+        made = ctx.step(f"commit:{fid}", functools.partial(_commit, ctx, feature, parent, chosen.detail),
                         feature_id=fid)
         parent, branch, winner = made.detail["commit"], made.detail["branch"], chosen.detail["winner"]
     runner_ids = [s.detail["runner_run_id"] for s in ctx.log.steps() if s.step.startswith("build:")]
@@ -184,33 +192,31 @@ def _decompose(ctx: Context) -> Done:
 
     o, goal = ctx.options, ctx.run.get("goal")
     detail: dict[str, Any]
-    if o.get("features_path"):
-        found = FeatureList.load(o["features_path"], test_command=o.get("test_command"))
-        detail = {"source": "file", "path": o["features_path"]}
+    if o.features_path:
+        found = FeatureList.load(o.features_path, test_command=o.test_command)
+        detail = {"source": "file", "path": str(o.features_path)}
         if not goal and found.goal:
             ctx.log.update(goal=found.goal)
-    elif o.get("offline") and not o.get("decompose_script"):
-        found = FeatureList.from_goal(goal, test_command=o.get("test_command"))
+    elif o.offline and not o.decompose_script:
+        found = FeatureList.from_goal(_stored(goal, "goal"), test_command=o.test_command)
         detail = {"source": "goal", "note": "offline without a decomposition script: the goal is one feature"}
     else:
         from fibreflow.models.client import LLMClient
+        from fibreflow.models.scripts import script_path
 
-        script = o.get("decompose_script")
-        if script:
-            from fibreflow.models.scripts import script_path
-
-            script = script_path(script)
-        with LLMClient(store=ctx.store, settings=ctx.settings, offline=bool(o.get("offline")), script=script) as client:
-            found, detail = decompose_goal(goal, client=client, outline=repo_outline(ctx.repo, ctx.run["base_commit"]),
+        script = script_path(o.decompose_script) if o.decompose_script else None
+        with LLMClient(store=ctx.store, settings=ctx.settings, offline=o.offline, script=script) as client:
+            found, detail = decompose_goal(_stored(goal, "goal"), client=client,
+                                           outline=repo_outline(ctx.repo, ctx.run["base_commit"]),
                                            max_features=ctx.settings.autopilot.max_features,
-                                           test_command=o.get("test_command"),
+                                           test_command=o.test_command,
                                            tier=ctx.settings.autopilot.decompose_tier, run_id=ctx.log.run_id)
             detail["scripted"] = client.is_scripted
     as_json = [feature_dict(f) for f in found]
     ctx.log.update(features=as_json)
     ctx.run = ctx.log.get()
-    if o.get("dirty"):
-        detail["note_dirty"] = (f"{len(o['dirty'])} file(s) with uncommitted changes are not part of the build, "
+    if o.dirty:
+        detail["note_dirty"] = (f"{len(o.dirty)} file(s) with uncommitted changes are not part of the build, "
                                 f"which starts from {ctx.run['base_commit'][:12]}")
     return Done({**detail, "features": as_json})
 
@@ -224,8 +230,9 @@ def _build(ctx: Context, feature: Feature, parent: str) -> Done:
     try:
         with gitrepo.checkout(ctx.repo, parent, label="build") as tree:
             detail = run_feature(ctx.store, tree, feature, goal=ctx.run.get("goal"), runner_run_id=runner_run_id,
-                                 agents=agents, attempts=o["attempts"], workers=o.get("workers"),
-                                 backend=o["backend"], profile=o["profile"], progress=ctx.progress,
+                                 agents=agents, attempts=_stored(o.attempts, "attempts"), workers=o.workers,
+                                 backend=_stored(o.backend, "backend"), profile=_stored(o.profile, "profile"),
+                                 progress=ctx.progress,
                                  iterations=ctx.settings.autopilot.iterations,
                                  escalate_to=ctx.settings.autopilot.escalate_to)
     finally:
@@ -242,14 +249,13 @@ def _select(ctx: Context, feature: Feature, parent: str, build: dict[str, Any]) 
     from fibreflow.autopilot.winner import ReplayPool, choose_winner
 
     o = ctx.options
-    floor = o["coverage_floor"] if o.get("coverage_floor") is not None else ctx.settings.selection.coverage_floor
+    floor = o.coverage_floor if o.coverage_floor is not None else ctx.settings.selection.coverage_floor
     attempts = load_attempts(ctx.store, build["runner_run_id"], feature)
     with gitrepo.checkout(ctx.repo, parent, label="select") as tree:
         pool = ReplayPool(ctx.store, tree, feature_id=feature.id, run_id=build["runner_run_id"],
-                          backend=o["backend"], profile=o["profile"])
+                          backend=_stored(o.backend, "backend"), profile=_stored(o.profile, "profile"))
         detail = choose_winner(attempts, settings=ctx.settings.selection, coverage_floor=floor, pool=pool)
-    ctx.store.execute("UPDATE features SET winner_attempt_id = ? WHERE run_id = ? AND feature_id = ?",
-                      [detail["winner"], build["runner_run_id"], feature.id])
+    set_winner(ctx.store, build["runner_run_id"], feature.id, detail["winner"])
     return Done({**detail, "runner_run_id": build["runner_run_id"]})
 
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
+from fibreflow.autopilot.options import AutopilotOptions
 from fibreflow.autopilot.pipeline import run_autopilot
 from fibreflow.autopilot.result import AutopilotResult, load_result
 from fibreflow.build.progress import ProgressCallback
@@ -67,16 +67,15 @@ def run_build_report(goal: str | None = DEFAULT_GOAL, *, repo: str | None = None
     if run_id and store.scalar("SELECT count(*) FROM autopilot_runs WHERE run_id = ?", [run_id]):
         result = load_result(store, run_id)
     else:
-        options: dict[str, Any] = {
-            "features": features, "attempts": attempts, "workers": workers, "agent": agent,
-            "agent_command": agent_command, "agent_script": agent_script, "offline": offline,
-            "decompose_script": decompose_script, "coverage_floor": coverage_floor, "run_id": run_id,
-            "store": store, "progress": progress}
+        options = AutopilotOptions(
+            features_path=features, attempts=attempts, workers=workers, agent=agent, agent_command=agent_command,
+            agent_script=agent_script, offline=offline, decompose_script=decompose_script,
+            coverage_floor=coverage_floor)
         if repo is None:
             from fibreflow.models.scripts import write_demo_repo
 
             repo = str(write_demo_repo(Path(tempfile.mkdtemp(prefix="fibreflow-build-report-")) / "calc"))
-        result = run_autopilot(goal, repo=repo, **options)
+        result = run_autopilot(goal, options, repo=repo, run_id=run_id, store=store, progress=progress)
     return BuildReport(result, steps_table(result), attempts_table(store, result))
 
 

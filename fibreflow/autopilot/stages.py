@@ -19,8 +19,9 @@ from fibreflow.autopilot.deploy import (
     staging_url_from,
 )
 from fibreflow.autopilot.state import Done
+from fibreflow.build.attempt import AgentAttempt
 from fibreflow.errors import AutopilotError
-from fibreflow.learning import AgentAttempt, FailureKnowledgeBase
+from fibreflow.learning import FailureKnowledgeBase
 
 if TYPE_CHECKING:
     from fibreflow.autopilot.pipeline import Context
@@ -98,7 +99,7 @@ def learn_stage_failure(ctx: Context, stage: str, output: str, exit_code: int | 
     run = ctx.run
     features = run.get("features") or []
     feature_id = features[-1]["id"] if features else "goal"
-    attempt = AgentAttempt(feature_id=feature_id, agent=str(ctx.options.get("agent") or ""),
+    attempt = AgentAttempt(feature_id=feature_id, agent=ctx.options.agent,
                            attempt_id=run.get("winner_attempt_id") or "", run_id=ctx.log.run_id, stage=stage,
                            test_output=output, exit_code=exit_code, killed_reason=killed_reason,
                            feature_text=run.get("goal") or "")

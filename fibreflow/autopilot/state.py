@@ -169,8 +169,9 @@ class RunLog:
         try_no = previous.try_no + 1 if previous is not None else 1
         started = utc_now()
         with self.store.connect(write=True) as con:
-            seq = con.execute("SELECT coalesce(max(seq), 0) + 1 FROM autopilot_steps WHERE run_id = ?",
-                              [self.run_id]).fetchone()[0]
+            found = con.execute("SELECT coalesce(max(seq), 0) + 1 FROM autopilot_steps WHERE run_id = ?",
+                                [self.run_id]).fetchone()
+            seq = found[0] if found else 1  # an aggregate always returns its one row
             con.execute("INSERT INTO autopilot_steps (run_id, seq, step, feature_id, try_no, status, started_at) "
                         "VALUES (?, ?, ?, ?, ?, 'running', ?)", [self.run_id, seq, step, feature_id, try_no, started])
         if echo is not None:

@@ -4,7 +4,9 @@ Attempts are ranked by the ``BestOfNSelector``; the top ``consensus_top_k`` are 
 fresh sandboxes (their diff applied to the base) on one shared pool of tests: the repository's
 own test files plus the test files each of them wrote. Identical diffs run once. Their
 agreement on that pool is the consensus; without it the single best attempt is kept and the run
-is flagged for review. A winner must pass its tests and reach the coverage floor.
+is flagged for review. A winner must pass (``AgentAttempt.passed``, the verdict the runner
+recorded, so an attempt whose agent ended in an error never ships however green its tests) and
+reach the coverage floor.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from fibreflow.autopilot.build import is_test_file, repo_tests
+from fibreflow.build.attempt import AgentAttempt
 from fibreflow.config import SelectionSettings
 from fibreflow.errors import AutopilotError, FibreflowError
-from fibreflow.learning import AgentAttempt
 from fibreflow.selection import Behaviour, BestOfNSelector
 from fibreflow.store import Store
 
@@ -29,18 +31,17 @@ def choose_winner(attempts: list[AgentAttempt], *, settings: SelectionSettings, 
     """Select among ``attempts``; ``pool(top) -> Behaviour | None`` replays the top ones. Returns the
     select step's detail; raises AutopilotError (with that detail) when nothing may ship."""
     selector = BestOfNSelector(settings)
-    candidates = [a for a in attempts if not a.artifacts.get("runner_failed")]
     behaviour: Behaviour | None = None
     pool_note = None
-    if pool is not None and candidates:
-        top = [a for a, _ in selector.rank(candidates)[:settings.consensus_top_k]]
+    if pool is not None and attempts:
+        top = [a for a, _ in selector.rank(attempts)[:settings.consensus_top_k]]
         try:
             behaviour = pool(top)
         except FibreflowError as exc:  # consensus falls back to diff similarity
             pool_note = f"shared test pool could not run: {exc}"
-    selection = selector.select_best(candidates, behaviour=behaviour)
+    selection = selector.select_best(attempts, behaviour=behaviour)
     winner = selection.winner
-    passing = sum(1 for a in candidates if a.passed)
+    passing = sum(1 for a in attempts if a.passed)
     detail: dict[str, Any] = {
         "winner": winner.attempt_id if winner else None, "reason": selection.reason,
         "needs_review": selection.needs_review, "consensus": selection.consensus.to_dict(),
@@ -51,7 +52,7 @@ def choose_winner(attempts: list[AgentAttempt], *, settings: SelectionSettings, 
                              step="select", detail=detail)
     coverage = winner.test_coverage
     detail.update({"coverage": coverage, "tests_passed": winner.tests_passed, "tests_failed": winner.tests_failed,
-                   "cost_usd": winner.artifacts.get("cost_usd", 0.0), "agent": winner.agent, "tier": winner.tier,
+                   "cost_usd": winner.cost_usd, "agent": winner.agent, "tier": winner.tier,
                    "diff_chars": len(winner.diff)})
     if coverage_floor > 0:
         if coverage is None:

@@ -18,7 +18,7 @@ from fibreflow.benchmarks._execution import (
     sandbox_executor,
 )
 from fibreflow.benchmarks._humaneval import Task
-from fibreflow.learning.attempt import AgentAttempt
+from fibreflow.build.attempt import AgentAttempt
 from fibreflow.selection import Behaviour, BestOfNSelector, Selection
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -93,8 +93,8 @@ def join_rows(rows: list[dict[str, Any]], problems: dict[str, dict[str, Any]], *
               path: Path) -> dict[str, list[dict[str, Any]]]:
     """Rows grouped by the task they belong to (``task_id``, else function name and closest prompt)."""
     by_name: dict[str, list[str]] = {}
-    for tid, prob in problems.items():
-        by_name.setdefault(prob["entry_point"], []).append(tid)
+    for task_id, prob in problems.items():
+        by_name.setdefault(prob["entry_point"], []).append(task_id)
     joined: dict[str, list[dict[str, Any]]] = {}
     for lineno, row in enumerate(rows, 1):
         tid = row.get("task_id")
@@ -102,10 +102,11 @@ def join_rows(rows: list[dict[str, Any]], problems: dict[str, dict[str, Any]], *
             prompt = row.get("prompt")
             if not isinstance(prompt, str):
                 raise ConfigError("the row has neither task_id nor prompt", path=str(path), line=lineno)
-            tid = _closest(prompt, by_name, problems)
-            if tid is None:
+            closest = _closest(prompt, by_name, problems)
+            if closest is None:
                 raise ConfigError(f"no HumanEval problem defines {entry_point_of(prompt)!r}",
                                   path=str(path), line=lineno)
+            tid = closest
         elif tid not in problems:
             raise ConfigError(f"unknown task_id {tid!r}", path=str(path), line=lineno)
         joined.setdefault(tid, []).append(row)
@@ -157,7 +158,7 @@ def load_tasks(samples_path: Path, generated_path: Path | None = None, *,
         # test prompts end in "# check the correctness of NAME\nassert ": join on what comes before
         rows = [_strip_check(r) for r in read_jsonl(generated_path)]
         generated = join_rows(rows, problems, path=generated_path)
-    tasks = []
+    tasks: list[Task] = []
     for tid, prob in problems.items():
         if tid not in joined or (limit is not None and len(tasks) >= limit):
             continue

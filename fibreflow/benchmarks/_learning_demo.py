@@ -33,12 +33,12 @@ def run_demo(*, attempts: int, workers: int | None = None, workdir: Path | None 
         for n in (1, 2):
             known = _signatures(store)
             started = time.monotonic()
-            from fibreflow.autopilot import run_autopilot
+            from fibreflow.autopilot import AutopilotOptions, run_autopilot
 
-            result = run_autopilot(features=DEMO_DATA / "features.json", repo=fresh_repo(root / f"run{n}"),
-                                   attempts=attempts, workers=workers, agent="claude", offline=True,
-                                   agent_script=str(DEMO_DATA / "model_script.yaml"), store=store,
-                                   settings=settings, echo=lambda line: None)
+            options = AutopilotOptions(features_path=DEMO_DATA / "features.json", attempts=attempts, workers=workers,
+                                       agent="claude", offline=True, agent_script=str(DEMO_DATA / "model_script.yaml"))
+            result = run_autopilot(None, options, repo=fresh_repo(root / f"run{n}"), store=store, settings=settings,
+                                   echo=lambda line: None)
             runs.append({"run_id": result.run_id, "knowledge_base_patterns_at_start": len(known),
                          **_by_iteration(store, result.run_id, known),
                          "wall_s": round(time.monotonic() - started, 1)})
@@ -80,7 +80,7 @@ def _by_iteration(store: Store, run_id: str, known: set[str]) -> dict[str, Any]:
             seen |= fresh
             current = it
         tried[it] = tried.get(it, 0) + 1
-        if attempt.artifacts.get("status") == "passed":
+        if attempt.passed:
             passed[it] = passed.get(it, 0) + 1
             continue
         failed[it] = failed.get(it, 0) + 1

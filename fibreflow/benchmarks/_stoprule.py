@@ -137,7 +137,7 @@ def calibrate(traces: Sequence[Trace], prices: Sequence[float], k: int, *,
     cost/quality Pareto front, each point with its figures on the odd half."""
     even, odd = split(traces)
     scored_even = score(even, prices, k)
-    folds = []
+    folds: list[dict[str, Any]] = []
     for name, scored, held in (("even", scored_even, odd), ("odd", score(odd, prices, k), even)):
         rule, figures, met = fit(scored, target=target)
         folds.append({"tuned_on": name, "rule": rule, "met_on_tune": met, "tune": figures,

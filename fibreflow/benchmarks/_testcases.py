@@ -186,6 +186,8 @@ def _leading_call(text: str, entry_point: str) -> tuple[str | None, int]:
         if depth == 0 and ch == ")":
             try:
                 node = ast.parse(text[: j + 1], mode="eval").body
+                if not isinstance(node, ast.Call):
+                    return None, 0
                 ast.literal_eval(ast.Tuple(elts=list(node.args), ctx=ast.Load()))
             except (SyntaxError, ValueError, TypeError, AttributeError):
                 return None, 0
@@ -260,6 +262,8 @@ def augment_inputs(calls: Iterable[str], entry_point: str, *, limit: int = 40, s
     for call in known:
         try:
             node = ast.parse(call, mode="eval").body
+            if not isinstance(node, ast.Call):
+                continue
             args = [ast.literal_eval(a) for a in node.args]
             kwargs = {k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg}
         except (SyntaxError, ValueError, TypeError, AttributeError, MemoryError, RecursionError):

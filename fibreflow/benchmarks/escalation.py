@@ -29,8 +29,8 @@ from fibreflow.benchmarks._execution import CandidateResult
 from fibreflow.benchmarks._humaneval import Task, load_tasks
 from fibreflow.benchmarks._stoprule import Rule, TierState, Trace, calibrate, evaluate, split
 from fibreflow.config import SelectionSettings
-from fibreflow.errors import ConfigError
-from fibreflow.selection import Behaviour, BestOfNSelector
+from fibreflow.errors import BenchmarkError, ConfigError
+from fibreflow.selection import AgentAttempt, Behaviour, BestOfNSelector, Selection
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -105,7 +105,8 @@ def emulated_odds(spec: str) -> tuple[list[str], list[float]]:
 
 
 def _draw(rng: random.Random, candidates: Sequence[int], k: int, weights: Sequence[float] | None) -> list[int]:
-    pool, w, out = list(candidates), list(weights) if weights else None, []
+    pool, w = list(candidates), (list(weights) if weights else None)
+    out: list[int] = []
     while pool and len(out) < k:
         i = rng.choices(range(len(pool)), weights=w)[0] if w else rng.randrange(len(pool))
         out.append(pool.pop(i))
@@ -212,7 +213,7 @@ def _traces(plans: list, pools: list[dict[str, Task]],
                 a.attempt_id = key
             attempts += tier_attempts
             merged = Behaviour(outcomes=outcomes, pool_tests=tests, test_weights=behaviour.test_weights)
-            winner = selector.select_best(attempts, behaviour=merged).winner
+            winner = _winner(selector.select_best(attempts, behaviour=merged), tid)
             mine = merged.signature(winner.attempt_id)
             states.append(TierState(
                 passed=winner.passed, peers=sum(merged.signature(a.attempt_id) == mine for a in attempts),
@@ -221,8 +222,15 @@ def _traces(plans: list, pools: list[dict[str, Task]],
                                   if a.tests_passed + a.tests_failed else 1.0 for a in attempts),
                 hidden=bool(verdict[winner.attempt_id])))
         base_attempts, behaviour = as_attempts(pools[top][tid], results[top][tid], baseline)
-        pick = selector.select_best(base_attempts, behaviour=behaviour).winner
+        pick = _winner(selector.select_best(base_attempts, behaviour=behaviour), tid)
         traces.append(Trace(tid, tuple(states), bool(results[top][tid][int(pick.attempt_id)].hidden)))
     return traces
+
+
+def _winner(selection: Selection, tid: str) -> AgentAttempt:
+    """The selection's winner; there is none only when no attempt was drawn."""
+    if selection.winner is None:
+        raise BenchmarkError(f"{tid}: no candidate drawn to select from (a tier has no samples for it)")
+    return selection.winner
 
 

@@ -28,8 +28,9 @@ from typing import Any
 
 from fibreflow.benchmarks._candidates import GENERATED, SAMPLES
 from fibreflow.benchmarks._humaneval import Task, load_tasks
+from fibreflow.build.attempt import AgentAttempt
 from fibreflow.errors import ConfigError
-from fibreflow.learning import AgentAttempt, FailureKnowledgeBase, Learning, LearningContext
+from fibreflow.learning import FailureKnowledgeBase, Learning, LearningContext
 from fibreflow.store import Store
 
 RUNNER = '''import json, sys, traceback
@@ -70,9 +71,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _evidence(tasks: list[Task], drafts: int, args: argparse.Namespace) -> dict[tuple[str, int], dict[str, Any]]:
     """Run each task's first ``drafts`` samples against its docstring examples in one sandbox."""
     from fibreflow.sandbox.backends import get_backend
+    from fibreflow.sandbox.profiles import load_profile
 
     files: dict[str, str] = {"runner.py": RUNNER}
-    keys = []
+    keys: list[tuple[str, int]] = []
     for t in tasks:
         examples = [[f"test_{t.entry_point}_{k}", e.src] for k, e in enumerate(t.examples, 1)]
         for i, program in enumerate(t.programs[:drafts]):
@@ -84,7 +86,7 @@ def _evidence(tasks: list[Task], drafts: int, args: argparse.Namespace) -> dict[
               'echo $? > rc.txt); done')
     options = {"state_dir": args.state_dir} if args.state_dir and args.backend == "local" else {}
     with tempfile.TemporaryDirectory(prefix="ff-bench-learn-") as repo:
-        with get_backend(args.backend, **options).create(Path(repo), "python-tests") as sandbox:
+        with get_backend(args.backend, **options).create(Path(repo), load_profile("python-tests")) as sandbox:
             sandbox.write_files(files)
             sandbox.run(script, timeout=60 + 2.0 * len(keys))
             return {key: {"test_output": sandbox.read_file(f"a{n}/out.txt"),
@@ -119,7 +121,7 @@ def _trips(program: str, learning: Learning) -> bool:
 
 
 def _run_once(tasks: list[Task], evidence: dict, kb: FailureKnowledgeBase, *, iterations: int, drafts: int,
-              use_learnings: bool, run_id: str) -> dict[str, list[float]]:
+              use_learnings: bool, run_id: str) -> dict[str, list[float] | list[int]]:
     passed = [0] * iterations
     tried = [0] * iterations
     failed = [0] * iterations
@@ -144,7 +146,7 @@ def _run_once(tasks: list[Task], evidence: dict, kb: FailureKnowledgeBase, *, it
             tried[it] += 1
             if shown:
                 kb.record_outcome([s.pattern_id for s in shown], attempt)
-            if attempt.exit_code == 0:
+            if attempt.passed:
                 passed[it] += 1
                 break
             failed[it] += 1

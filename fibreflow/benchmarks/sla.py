@@ -136,20 +136,14 @@ def _compliance(db: Path, names: list[str], runs: int) -> tuple[float, int]:
     import datetime as dt
 
     from fibreflow.sla.compliance import compute_compliance
+    from fibreflow.sla.monitor import insert_synthetic_checks
     from fibreflow.store import Store
 
     store = Store(db, lock_timeout_s=60)
     store.migrate()
     now = dt.datetime.now(dt.UTC)
     total = ROWS_PER_SLA_30D * len(names)
-    with store.connect(write=True) as con:
-        con.execute(
-            "INSERT INTO sla_checks (cycle_id, name, check_type, value, threshold, status, reason, "
-            "checked_at, duration_s) "
-            "SELECT 'bench-' || (i // $n), list_extract($names, (i % $n + 1)::INTEGER), 'bench', "
-            "random() * 400, 300, CASE WHEN random() < 0.03 THEN 'violation' ELSE 'ok' END, NULL, "
-            "$now - to_minutes((i // $n)::INTEGER), 0.01 FROM range($total) t(i)",
-            {"n": len(names), "names": names, "now": now, "total": total})
+    insert_synthetic_checks(store, names, total=total, now=now)
     found = int(store.scalar("SELECT count(*) FROM sla_checks"))
     if found != total:
         raise BenchmarkError(f"inserted {found} compliance rows, expected {total}")

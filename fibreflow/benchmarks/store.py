@@ -22,6 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _writer(db: str, wid: int, rows: int, batch: int, seconds: float, out: mp.Queue) -> None:
+    from fibreflow.sla.monitor import insert_checks  # the table's owner; loaded in the child process
+
     store = Store(db, lock_timeout_s=60)
     pause = seconds / max(1, rows // batch)
     written = errors = 0
@@ -31,7 +33,7 @@ def _writer(db: str, wid: int, rows: int, batch: int, seconds: float, out: mp.Qu
         chunk = [{"name": f"bench-w{wid}", "status": "ok", "value": float(i), "checked_at": now}
                  for i in range(start, min(rows, start + batch))]
         try:
-            written += store.insert_rows("sla_checks", chunk)
+            written += insert_checks(store, chunk)
         except Exception:
             errors += 1
         time.sleep(max(0.0, pause - (time.monotonic() - t0)))

@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
     from fibreflow.benchmarks._twin_browser import TwinServer, launch, open_twin, wait_for_text
+    from fibreflow.sla.monitor import insert_checks
     from fibreflow.store import Store
     from fibreflow.twin.sample_data import fill_sample_history
 
@@ -87,9 +88,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 latencies = []
                 for _ in range(args.writes):
                     name = f"probe_{uuid.uuid4().hex[:8]}"
-                    store.insert_rows("sla_checks", [{"name": name, "check_type": "sync_lag", "value": 1.0,
-                                                      "threshold": 60.0, "status": "ok",
-                                                      "checked_at": dt.datetime.now(dt.UTC)}])
+                    insert_checks(store, [{"name": name, "check_type": "sync_lag", "value": 1.0,
+                                           "threshold": 60.0, "status": "ok",
+                                           "checked_at": dt.datetime.now(dt.UTC)}])
                     latencies.append(wait_for_text(page, ".ff-panel-infrastructure", name))
                     time.sleep(0.5)
                 page.close()

@@ -1,69 +1,170 @@
-"""One attempt of the parallel runner, and the records a run returns.
+"""The one record of an attempt, and what a worker of the parallel runner does to fill it.
+
+``AgentAttempt`` is shared by the runner (which fills it and stores it as an ``attempts`` row),
+selection (which ranks it) and learning (which analyses its failure); it lives here, below
+learning and selection, so that all of them see one record with one verdict, and
+``FailureAnalysis`` sits beside it only so the record can carry learning's result without
+importing learning. An attempt passes when its tests ran and exited 0 with no failures or
+errors, nothing killed them, and its agent did not end in an error; ``status`` follows from that.
 
 ``run_attempt`` is what a worker thread does: sandbox -> agent -> tests -> results -> cleanup,
-and one row in ``attempts`` queued in ``finally`` so a failure still leaves its record. An
-attempt passes when its tests pass (exit code 0, no failures or errors) and its agent did not
-end in an error; a sandbox that breaks fails that attempt only, never the run.
+and one row in ``attempts`` queued in ``finally`` so a failure still leaves its record; a sandbox
+that breaks fails that attempt only, never the run.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import KW_ONLY, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from fibreflow.agents import Agent, AttemptOutcome, AttemptTask
 from fibreflow.build.features import Feature
 from fibreflow.clock import utc_now
 from fibreflow.errors import FibreflowError
 
+if TYPE_CHECKING:  # the manager imports the store; the runner hands a worker its manager
+    from fibreflow.sandbox.manager import SandboxManager, SandboxResults
+
 _LOG_CHARS = 20_000
 
 
+@dataclass(frozen=True)
+class FailureAnalysis:
+    """What went wrong: family, module at fault, normalized signature and a fix to try.
+
+    Filled in by ``fibreflow.learning.analyze_failure``; it is a plain value that lives here only
+    so the attempt record, below learning in the layers, can carry it without importing learning.
+    """
+
+    error_type: str
+    affected_module: str | None
+    error_pattern: str
+    suggested_fix: str
+    message: str = ""
+    location: str | None = None
+    failing_tests: tuple[str, ...] = field(default_factory=tuple)
+    executed: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        return {"error_type": self.error_type, "affected_module": self.affected_module,
+                "error_pattern": self.error_pattern, "suggested_fix": self.suggested_fix,
+                "message": self.message, "location": self.location,
+                "failing_tests": list(self.failing_tests), "executed": self.executed}
+
 
 @dataclass
-class AttemptResult:
-    """What one attempt did; ``status`` is passed, failed or error."""
+class AgentAttempt:
+    """One attempt at one feature: what the runner measured, what selection scores and what the
+    knowledge base learns from.
 
-    attempt_id: str
+    ``passed`` is the only verdict; ``status`` (the ``attempts`` table's column) is derived from
+    it. ``agent_status`` is how the agent's work ended: its own report (completed, failed, limit,
+    error), or ``error`` when the agent or its sandbox raised before the tests could judge it.
+    ``test_output``, ``exit_code``, ``killed_reason`` and JUnit XML in ``artifacts`` are the
+    evidence failure analysis reads; ``reflection`` is the model's own account and is never
+    learned from on its own.
+    """
+
     feature_id: str
-    attempt_index: int
-    iteration: int
-    tier: str | None
-    agent: str
-    status: str = "error"
+    _: KW_ONLY
+    attempt_id: str = ""
+    run_id: str = ""
+    attempt_index: int = 0
+    iteration: int = 1
+    tier: str | None = None
+    agent: str = ""
+    stage: str | None = None
+    feature_text: str = ""
     agent_status: str | None = None
+    cost_usd: float = 0.0
+    error: str | None = None
+    reflection: str = ""
     sandbox_id: str | None = None
     exit_code: int | None = None
+    killed_reason: str | None = None
     tests_passed: int = 0
     tests_failed: int = 0
     tests_errors: int = 0
-    coverage: float | None = None
-    cost_usd: float = 0.0
-    duration_s: float = 0.0
-    error: str | None = None
-    killed_reason: str | None = None
+    test_coverage: float | None = None
+    test_output: str = ""
     diff: str = ""
-    log: str = ""
+    execution_time: float | None = None
     started_at: dt.datetime = field(default_factory=utc_now)
     ended_at: dt.datetime | None = None
+    code_quality_score: float | None = None
+    artifacts: dict[str, Any] = field(default_factory=dict)
+    failure_analysis: FailureAnalysis | None = None
+    improvement_suggestions: list[str] = field(default_factory=list)
+    learned_patterns: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        return self.status == "passed"
+        """The tests ran and exited 0, none failed or errored, nothing killed them, and the agent
+        did not end in an error."""
+        return (self.exit_code == 0 and self.tests_failed == 0 and self.tests_errors == 0
+                and not self.killed_reason and self.agent_status != "error")
 
-    def row(self, run_id: str) -> dict[str, Any]:
+    @property
+    def status(self) -> str:
+        """``passed``, ``error`` (the attempt ended in an error) or ``failed``."""
+        if self.passed:
+            return "passed"
+        return "error" if self.agent_status == "error" else "failed"
+
+    @property
+    def tests_total(self) -> int:
+        return self.tests_passed + self.tests_failed
+
+    @property
+    def pass_rate(self) -> float:
+        """Share of tests that passed (0 when none ran)."""
+        return self.tests_passed / self.tests_total if self.tests_total else 0.0
+
+    def row(self, run_id: str | None = None) -> dict[str, Any]:
         """The ``attempts`` table row (``cost_usd`` is the agent's model cost; sandbox cost is in
         ``sandbox_sessions``)."""
-        return {"attempt_id": self.attempt_id, "run_id": run_id, "feature_id": self.feature_id,
+        duration = None if self.execution_time is None else round(self.execution_time, 3)
+        return {"attempt_id": self.attempt_id, "run_id": run_id or self.run_id, "feature_id": self.feature_id,
                 "iteration": self.iteration, "agent": self.agent, "tier": self.tier,
                 "sandbox_id": self.sandbox_id, "status": self.status, "exit_code": self.exit_code,
                 "tests_passed": self.tests_passed, "tests_failed": self.tests_failed,
-                "coverage": self.coverage, "duration_s": round(self.duration_s, 3), "cost_usd": self.cost_usd,
+                "coverage": self.test_coverage, "duration_s": duration, "cost_usd": self.cost_usd,
                 "killed_reason": self.killed_reason, "error": self.error, "diff": self.diff,
-                "log": self.log[-_LOG_CHARS:], "started_at": self.started_at, "ended_at": self.ended_at}
+                "log": self.test_output[-_LOG_CHARS:], "started_at": self.started_at, "ended_at": self.ended_at}
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], **fields: Any) -> AgentAttempt:
+        """The attempt an ``attempts`` row records (``row``'s inverse); ``fields`` adds what the
+        table does not keep (``feature_text``, ``stage``). None and NaN (pandas' missing value)
+        are missing.
+
+        The table keeps the verdict but neither the agent's status nor the count of test errors,
+        so both are read back from ``status`` to keep ``passed`` what the runner decided: ``error``
+        is an attempt that ended in an error, and ``failed`` with green evidence can only have
+        been failed by test errors.
+        """
+        def val(key: str, default: Any = None) -> Any:
+            v = row.get(key)
+            return default if v is None or v != v else v
+
+        status = val("status", "failed")
+        attempt = cls(
+            str(row["feature_id"]), attempt_id=str(row["attempt_id"]), run_id=str(val("run_id", "")),
+            iteration=int(val("iteration", 1)), tier=val("tier"), agent=str(val("agent", "")),
+            agent_status="error" if status == "error" else None, cost_usd=float(val("cost_usd", 0.0)),
+            error=val("error"), sandbox_id=val("sandbox_id"),
+            exit_code=None if val("exit_code") is None else int(val("exit_code")),
+            killed_reason=val("killed_reason"), tests_passed=int(val("tests_passed", 0)),
+            tests_failed=int(val("tests_failed", 0)), test_coverage=val("coverage"),
+            test_output=val("log", "") or "", diff=val("diff", "") or "", execution_time=val("duration_s"),
+            started_at=val("started_at") or utc_now(), ended_at=val("ended_at"), **fields)
+        if status == "failed" and attempt.passed:
+            attempt.tests_errors = 1
+        return attempt
 
 
 @dataclass
@@ -74,7 +175,7 @@ class FeatureResult:
     status: str = "pending"
     reason: str | None = None
     solved_tier: str | None = None
-    attempts: list[AttemptResult] = field(default_factory=list)
+    attempts: list[AgentAttempt] = field(default_factory=list)
 
     @property
     def passed_count(self) -> int:
@@ -112,14 +213,17 @@ class RunResult:
                 "features": [f.to_dict() for f in self.features]}
 
 
-def run_attempt(manager: Any, record: Callable[[str, dict[str, Any]], None], task: AttemptTask, agent: Agent, *,
-                profile: str, test_command: str) -> AttemptResult:
+def run_attempt(manager: SandboxManager, record: Callable[[AgentAttempt], None], task: AttemptTask,
+                agent: Agent, *, profile: str, test_command: str) -> AgentAttempt:
     """Sandbox -> agent -> tests -> results -> cleanup for one attempt; never raises for a failure.
 
-    ``record(table, row)`` stores the attempt's row (the runner passes its ``BatchWriter.put``).
+    ``record(attempt)`` stores the finished attempt; the runner passes
+    ``fibreflow.build.records.attempt_recorder``, so the ``attempts`` table keeps one writer.
     """
-    result = AttemptResult(task.attempt_id, task.feature_id, task.attempt_index, task.iteration, task.tier,
-                           getattr(agent, "name", type(agent).__name__))
+    result = AgentAttempt(task.feature_id, attempt_id=task.attempt_id, run_id=task.run_id,
+                          attempt_index=task.attempt_index, iteration=task.iteration, tier=task.tier,
+                          agent=getattr(agent, "name", type(agent).__name__), stage="test",
+                          feature_text=task.description)
     started = time.monotonic()
     sandbox = None
     outcome: AttemptOutcome | None = None
@@ -131,7 +235,7 @@ def run_attempt(manager: Any, record: Callable[[str, dict[str, Any]], None], tas
         found = manager.extract_results(sandbox, test_command=test_command)
         _take_results(result, found, outcome)
     except Exception as exc:  # a broken sandbox or agent fails this attempt, not the run
-        result.status = "error"
+        result.agent_status = "error"
         result.error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, FibreflowError) else str(exc)
     finally:
         if sandbox is not None:
@@ -139,30 +243,26 @@ def run_attempt(manager: Any, record: Callable[[str, dict[str, Any]], None], tas
                 manager.cleanup_sandbox(sandbox, outcome=result.status)
             except Exception as exc:
                 result.error = (result.error + "; " if result.error else "") + f"cleanup failed: {exc}"
-        result.duration_s = time.monotonic() - started
+        result.execution_time = time.monotonic() - started
         result.ended_at = utc_now()
-        record("attempts", result.row(task.run_id))
+        record(result)
     return result
 
 
-def _take_results(result: AttemptResult, found: Any, outcome: AttemptOutcome) -> None:
+def _take_results(result: AgentAttempt, found: SandboxResults, outcome: AttemptOutcome) -> None:
     test = found.test_result
     result.tests_passed = int(found.tests_passed or 0)
     result.tests_failed = int(found.tests_failed or 0)
     result.tests_errors = int(found.tests_errors or 0)
-    result.coverage = found.coverage
+    result.test_coverage = found.coverage
     result.diff = found.diff or ""
-    result.log = found.logs if isinstance(found.logs, str) else "\n".join(map(str, found.logs or []))
+    result.test_output = found.logs if isinstance(found.logs, str) else "\n".join(map(str, found.logs or []))
     result.exit_code = None if test is None else test.exit_code
-    result.killed_reason = None if test is None else test.killed_reason
-    tests_ok = bool(found.tests_ok)
+    # a kill without a stated reason still failed the run: the record must not read as green
+    result.killed_reason = None if test is None else test.killed_reason or ("killed" if test.killed else None)
     if outcome.status == "error":
-        result.status, result.error = "error", outcome.error or "the agent failed"
-    elif tests_ok:
-        result.status = "passed"
-    else:
-        result.status = "failed"
+        result.error = outcome.error or "the agent failed"
+    elif not result.passed:
         result.error = outcome.error if outcome.status != "completed" else None
-        if result.error is None and test is not None and test.killed:
-            result.error = f"tests killed: {test.killed_reason}"
-
+        if result.error is None and result.killed_reason:
+            result.error = f"tests killed: {result.killed_reason}"

@@ -8,8 +8,9 @@ A feature passes when any attempt passes; a feature whose dependency did not pas
 with that reason. Nothing is written to the user's working tree: a winning attempt is only a
 diff in the store until the autopilot turns it into a branch.
 
-Everything lands in DuckDB (``runs``, ``features``, ``attempts``, and ``sandbox_sessions`` via
-the manager) through short writes; no connection is held across an attempt.
+Everything lands in DuckDB through short writes, no connection held across an attempt: ``runs``
+and ``features`` through ``fibreflow.build.records``, ``attempts`` and the manager's
+``sandbox_sessions`` through one batching writer of the run, handed to them as typed callbacks.
 
 Hooks for later issues: ``learnings(feature)`` hands learned patterns to agents, and
 ``escalate(feature, result)`` names the next model tier when no attempt of the current one
@@ -19,7 +20,6 @@ passed (``None`` ends the feature).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import time
@@ -27,20 +27,26 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from fibreflow.agents import Agent, AttemptLimits, AttemptTask, get_agent
-from fibreflow.build.attempt import AttemptResult, FeatureResult, RunResult, run_attempt
+from fibreflow.build import records
+from fibreflow.build.attempt import AgentAttempt, FeatureResult, RunResult, run_attempt
 from fibreflow.build.features import Feature, FeatureList
-from fibreflow.build.progress import ProgressCallback, ProgressEvent
+from fibreflow.build.progress import EventKind, ProgressCallback, ProgressEvent
 from fibreflow.errors import AgentError, RunnerError
 from fibreflow.store import BatchWriter, Store
+
+if TYPE_CHECKING:  # the manager and the settings load their dependencies only when a run needs them
+    from fibreflow.config import Settings
+    from fibreflow.sandbox.base import SandboxBackend
+    from fibreflow.sandbox.manager import SandboxManager
 
 MAX_LOCAL_WORKERS = 64
 log = logging.getLogger(__name__)
 
 
-def default_workers(backend: str, *, attempts: int, settings: Any = None) -> int:
+def default_workers(backend: str, *, attempts: int, settings: Settings | None = None) -> int:
     """Workers when none are given.
 
     E2B: the plan's concurrency limit (``sandbox.e2b_concurrency``). Local: every attempt of a
@@ -64,13 +70,13 @@ def new_run_id() -> str:
 class ParallelRunner:
     """Runs a feature list in sandboxes, ``attempts`` tries per feature, ``workers`` at once."""
 
-    def __init__(self, store: Store, repo: str | Path, *, agent: Agent | str, backend: Any = "local",
-                 profile: str = "python-tests", attempts: int = 1, workers: int | None = None,
+    def __init__(self, store: Store, repo: str | Path, *, agent: Agent | str,
+                 backend: str | SandboxBackend = "local", profile: str = "python-tests", attempts: int = 1, workers: int | None = None,
                  run_id: str | None = None, progress: ProgressCallback | None = None,
                  agent_factory: Callable[[str], Agent] | None = None, limits: AttemptLimits | None = None,
                  learnings: Callable[[Feature], list[str]] | None = None,
                  escalate: Callable[[Feature, FeatureResult], str | None] | None = None,
-                 after_iteration: Callable[[Feature, list[AttemptResult]], None] | None = None,
+                 after_iteration: Callable[[Feature, list[AgentAttempt]], None] | None = None,
                  iterations: int = 1) -> None:
         if attempts < 1:
             raise RunnerError(f"attempts must be at least 1, got {attempts}")
@@ -83,7 +89,7 @@ class ParallelRunner:
         if not self.repo.is_dir():
             raise RunnerError(f"repository {self.repo} is not a directory")
         self.backend = backend
-        self.backend_name = backend if isinstance(backend, str) else getattr(backend, "name", "custom")
+        self.backend_name = backend if isinstance(backend, str) else backend.name
         self.profile = profile
         self.attempts = attempts
         self.workers = workers or default_workers(self.backend_name, attempts=attempts)
@@ -102,6 +108,7 @@ class ParallelRunner:
     def run(self, features: FeatureList) -> RunResult:
         """Run every feature; returns per-feature attempts. Never raises for a failed attempt."""
         from fibreflow.sandbox.manager import SandboxManager
+        from fibreflow.sandbox.records import queue_sessions
 
         agents = self._agents(features)
         self._started = time.monotonic()
@@ -111,7 +118,7 @@ class ParallelRunner:
         # ending together would otherwise queue 30 single-row transactions on the store's lock
         writer = self.store.writer(flush_interval_s=0.05)
         try:
-            manager = SandboxManager(store=_QueuedInserts(self.store, writer), repo=self.repo,
+            manager = SandboxManager(record_session=queue_sessions(writer), repo=self.repo,
                                      backend=self.backend, run_id=self.run_id)
         except BaseException:
             writer.close()
@@ -129,18 +136,19 @@ class ParallelRunner:
         finally:
             writer.close()
             duration = time.monotonic() - self._started
-            self.store.execute("UPDATE runs SET status = ?, ended_at = ?, error = ? WHERE run_id = ?",
-                               [status, dt.datetime.now(dt.UTC), error, self.run_id])
+            records.finish_run(self.store, self.run_id, status=status, error=error,
+                               ended_at=dt.datetime.now(dt.UTC))
             self._reap(manager)
             self._emit("run_finished", status=status)
         return RunResult(self.run_id, status, [results[f.id] for f in features], duration,
                          backend=self.backend_name, workers=self.workers)
 
-    def _schedule(self, manager: Any, writer: BatchWriter, features: FeatureList, agents: dict[str, Agent],
-                  results: dict[str, FeatureResult]) -> None:
-        running: dict[Future[AttemptResult], str] = {}
+    def _schedule(self, manager: SandboxManager, writer: BatchWriter, features: FeatureList,
+                  agents: dict[str, Agent], results: dict[str, FeatureResult]) -> None:
+        running: dict[Future[AgentAttempt], str] = {}
         outstanding: dict[str, int] = {}
         waiting = {f.id: f for f in features.ordered()}
+        record = records.attempt_recorder(writer)
 
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="fibreflow-attempt") as pool:
             def launch(feature: Feature, iteration: int, tier: str | None) -> None:
@@ -153,7 +161,7 @@ class ParallelRunner:
                         description=feature.task_description(), test_command=feature.test_command,
                         attempt_index=index, iteration=iteration, tier=tier, learnings=list(learned),
                         limits=self.limits)
-                    fut = pool.submit(run_attempt, manager, writer.put, task, agents[feature.id],
+                    fut = pool.submit(run_attempt, manager, record, task, agents[feature.id],
                                       profile=self.profile, test_command=feature.test_command)
                     running[fut] = feature.id
 
@@ -231,21 +239,13 @@ class ParallelRunner:
         return chosen
 
     def _record_start(self, features: FeatureList) -> None:
-        now = dt.datetime.now(dt.UTC)
-        self.store.insert_rows("runs", [{
-            "run_id": self.run_id, "goal": features.goal, "source": features.source, "status": "running",
-            "backend": self.backend_name, "profile": self.profile,
-            "agent": getattr(self.default_agent, "name", type(self.default_agent).__name__),
-            "attempts_per_feature": self.attempts, "workers": self.workers, "started_at": now}])
-        self.store.insert_rows("features", [{
-            "run_id": self.run_id, "feature_id": f.id, "description": f.description,
-            "dependencies": json.dumps(list(f.dependencies)), "test_command": f.test_command,
-            "status": "pending"} for f in features])
+        records.start_run(self.store, self.run_id, features, backend=self.backend_name, profile=self.profile,
+                          agent=getattr(self.default_agent, "name", type(self.default_agent).__name__),
+                          attempts_per_feature=self.attempts, workers=self.workers,
+                          started_at=dt.datetime.now(dt.UTC))
 
-    def _record_feature(self, feature_id: str, **values: Any) -> None:
-        cols = ", ".join(f"{k} = ?" for k in values)
-        self.store.execute(f"UPDATE features SET {cols} WHERE run_id = ? AND feature_id = ?",
-                           [*values.values(), self.run_id, feature_id])
+    def _record_feature(self, feature_id: str, **values: object) -> None:
+        records.update_feature(self.store, self.run_id, feature_id, **values)
 
     def _finish(self, result: FeatureResult, status: str, reason: str | None) -> None:
         result.status, result.reason = status, reason
@@ -253,46 +253,28 @@ class ParallelRunner:
                              ended_at=dt.datetime.now(dt.UTC))
         self._emit("feature_finished", feature_id=result.feature.id, status=status, message=reason)
 
-    def _count(self, result: AttemptResult) -> None:
+    def _count(self, result: AgentAttempt) -> None:
         self._counts["done"] += 1
         key = {"passed": "passed", "failed": "failed"}.get(result.status, "errors")
         self._counts[key] += 1
         self._emit("attempt_finished", feature_id=result.feature_id, attempt_id=result.attempt_id,
                    status=result.status, message=result.error)
 
-    def _emit(self, kind: str, **fields: Any) -> None:
+    def _emit(self, kind: EventKind, *, feature_id: str | None = None, attempt_id: str | None = None,
+              status: str | None = None, message: str | None = None) -> None:
         if self.progress is None:
             return
         c = self._counts
-        self.progress(ProgressEvent(kind=kind, run_id=self.run_id, done=c["done"], total=c["total"],  # type: ignore[arg-type]
+        self.progress(ProgressEvent(kind=kind, run_id=self.run_id, done=c["done"], total=c["total"],
                                     passed=c["passed"], failed=c["failed"], errors=c["errors"],
-                                    elapsed_s=time.monotonic() - self._started, **fields))
+                                    elapsed_s=time.monotonic() - self._started, feature_id=feature_id,
+                                    attempt_id=attempt_id, status=status, message=message))
 
-    def _reap(self, manager: Any) -> None:
-        reaper = getattr(getattr(manager, "backend", None), "reap_finished_runs", None)
-        if reaper is not None:
-            try:
-                reaper(self.store)
-            except Exception as exc:  # reaping is hygiene; a run must not fail because of it
-                log.warning("could not reap finished runs' sandboxes: %s", exc)
-
-
-class _QueuedInserts:
-    """The store as the manager sees it: inserts are queued on the run's ``BatchWriter``."""
-
-    def __init__(self, store: Store, writer: BatchWriter) -> None:
-        self._store = store
-        self._writer = writer
-
-    def insert_rows(self, table: str, rows: Any) -> int:
-        count = 0
-        for row in rows:
-            self._writer.put(table, row)
-            count += 1
-        return count
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
+    def _reap(self, manager: SandboxManager) -> None:
+        try:
+            manager.backend.reap_finished_runs(self.store)
+        except Exception as exc:  # reaping is hygiene; a run must not fail because of it
+            log.warning("could not reap finished runs' sandboxes: %s", exc)
 
 
 __all__ = ["ParallelRunner", "default_workers", "new_run_id"]

@@ -157,7 +157,7 @@ def build_autopilot(args: argparse.Namespace) -> int:
     """``fibreflow build --autopilot`` and ``fibreflow build --resume RUN_ID``."""
     if getattr(args, "escalate", None):
         return _usage("--escalate is for plain builds; the autopilot's ceiling is autopilot.escalate_to in the config")
-    from fibreflow.autopilot import resume_autopilot, run_autopilot
+    from fibreflow.autopilot import AutopilotOptions, resume_autopilot, run_autopilot
     from fibreflow.build.progress import TerminalProgress
     from fibreflow.errors import AgentError, RunnerError, SandboxUnavailable
 
@@ -172,14 +172,15 @@ def build_autopilot(args: argparse.Namespace) -> int:
                 return _usage("--autopilot needs FEATURES_OR_GOAL (a goal text or a feature_list.json)")
             spec_file = Path(args.spec)
             is_file = spec_file.is_file() and not args.features
-            result = run_autopilot(
-                None if is_file else args.spec, repo=args.repo, features=args.spec if is_file else args.features,
+            options = AutopilotOptions(
                 attempts=args.attempts, workers=args.workers, agent=args.agent or "claude",
                 agent_command=args.agent_command, agent_timeout=args.agent_timeout,
                 agent_script=args.agent_script, offline=bool(getattr(args, "offline", False)),
                 decompose_script=args.decompose_script, backend=args.backend, profile=args.profile,
-                test_command=args.test_command, coverage_floor=args.coverage_floor, run_id=args.run_id,
-                progress=progress, echo=progress_echo(args))
+                test_command=args.test_command, coverage_floor=args.coverage_floor,
+                features_path=args.spec if is_file else args.features)
+            result = run_autopilot(None if is_file else args.spec, options, repo=args.repo, run_id=args.run_id,
+                                   progress=progress, echo=progress_echo(args))
     except (AgentError, RunnerError, SandboxUnavailable) as exc:
         return _usage(str(exc))
     return show_result(result, args, ok=result.ok)

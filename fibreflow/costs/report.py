@@ -226,10 +226,11 @@ def load_cost_report(*, days: float = 30, db_path: str | Path | None = None,
     if days <= 0:
         raise ValueError(f"days must be positive, got {days:g}")
     log_paths = [logs] if isinstance(logs, str | Path) else list(logs or [])
-    store: Store | None = Store(db_path)
-    if not store.path.exists():
+    opened = Store(db_path)
+    store: Store | None = opened
+    if not opened.path.exists():
         if not log_paths:
-            raise StoreError(f"{store.path}: no fibreflow store here; run a build first or pass db_path or logs")
+            raise StoreError(f"{opened.path}: no fibreflow store here; run a build first or pass db_path or logs")
         store = None
     settings = load_settings()
     router = ModelRouter(settings)

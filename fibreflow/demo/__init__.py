@@ -9,6 +9,10 @@
    opens the digital twin.
 
 Everything lands in the configured store, so a second run adds to the history.
+
+Modules: ``datalayer`` (the demo's own SQLite table, image folder and HTTP endpoint) and
+``build`` (the autopilot on ``data/demo/repo`` with the scripted model). ``fibreflow.cli.demo``
+is the command.
 """
 
 from __future__ import annotations

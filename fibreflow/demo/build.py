@@ -48,7 +48,7 @@ def demo_settings(settings: Settings) -> Settings:
 def run_build_demo(*, workdir: Path, store: Store, settings: Settings, attempts: int = 6,
                    webhook_url: str | None = None, out: Callable[[str], None] = print) -> AutopilotResult:
     """Run the autopilot on a fresh copy of the demo repository; returns the run."""
-    from fibreflow.autopilot import run_autopilot
+    from fibreflow.autopilot import AutopilotOptions, run_autopilot
     from fibreflow.yamlio import environ_overlay
 
     repo = fresh_repo(workdir / "fibrekit")
@@ -58,6 +58,7 @@ def run_build_demo(*, workdir: Path, store: Store, settings: Settings, attempts:
         "in local sandboxes")
     env = {"SLACK_WEBHOOK_URL": webhook_url} if webhook_url else {}
     with environ_overlay(env):
-        return run_autopilot(features=DEMO_DATA / "features.json", repo=repo, attempts=attempts, agent="claude",
-                             offline=True, agent_script=str(DEMO_DATA / "model_script.yaml"), store=store,
-                             settings=demo_settings(settings), echo=lambda line: out(f"   {line}"))
+        options = AutopilotOptions(features_path=DEMO_DATA / "features.json", attempts=attempts, agent="claude",
+                                   offline=True, agent_script=str(DEMO_DATA / "model_script.yaml"))
+        return run_autopilot(None, options, repo=repo, store=store, settings=demo_settings(settings),
+                             echo=lambda line: out(f"   {line}"))

@@ -3,12 +3,18 @@
 ``analyze_failure`` reads the evidence of a real run; ``FailureKnowledgeBase`` stores what it
 finds, deduplicated by signature, hands the most useful patterns to the next attempts and
 measures whether they helped.
+
+Modules: ``evidence`` (what a run left behind), ``analysis`` (what went wrong), ``knowledge``
+(the pattern store), ``stats`` (``fibreflow learn stats``), ``report`` and ``views`` (the learning
+report's data and figures). ``AgentAttempt`` and ``FailureAnalysis`` are the runner's record and
+its analysis slot from ``fibreflow.build.attempt``, re-exported because learning is where most
+callers meet them.
 """
 
 from __future__ import annotations
 
-from fibreflow.learning.analysis import FAMILIES, FailureAnalysis, analyze_failure, normalize_message
-from fibreflow.learning.attempt import AgentAttempt
+from fibreflow.build.attempt import AgentAttempt, FailureAnalysis
+from fibreflow.learning.analysis import FAMILIES, analyze_failure, normalize_message
 from fibreflow.learning.evidence import Evidence, evidence_of
 from fibreflow.learning.knowledge import FailureKnowledgeBase, Learning, LearningContext
 from fibreflow.learning.stats import learning_stats

@@ -5,16 +5,20 @@ findings), JUnit XML, the exit status and whether the sandbox killed the command
 result names the error family, the module at fault, a fix to try and a normalized signature:
 paths, numbers, hex addresses and quoted literals are stripped from the message, so the same
 mistake made in two sandboxes, on two lines, with two object addresses has one signature.
+
+``FailureAnalysis`` itself is defined with the attempt record in ``fibreflow.build.attempt``
+(which carries it) and only re-exported here; the logic that fills it stays in learning.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 from xml.etree import ElementTree
 
+from fibreflow.build.attempt import FailureAnalysis
 from fibreflow.learning.evidence import Evidence, evidence_of
 
 # error_type values; Python exceptions outside these keep their own class name
@@ -47,27 +51,6 @@ _NUMBER = re.compile(r"(?<![A-Za-z_])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 _VOLATILE = re.compile(r"\d{4,}|[0-9a-f]{8,}|^tmp|^pytest-")
 _PATH_PREFIX = re.compile(r"^.*/(?=[^/]+/[^/]+$)")
 _STRIP_ROOTS = re.compile(r"^.*/(?:site-packages|dist-packages|workspace|src)/")
-
-
-@dataclass(frozen=True)
-class FailureAnalysis:
-    """What went wrong: family, module at fault, normalized signature and a fix to try."""
-
-    error_type: str
-    affected_module: str | None
-    error_pattern: str
-    suggested_fix: str
-    message: str = ""
-    location: str | None = None
-    failing_tests: tuple[str, ...] = field(default_factory=tuple)
-    executed: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field."""
-        return {"error_type": self.error_type, "affected_module": self.affected_module,
-                "error_pattern": self.error_pattern, "suggested_fix": self.suggested_fix,
-                "message": self.message, "location": self.location,
-                "failing_tests": list(self.failing_tests), "executed": self.executed}
 
 
 def normalize_message(text: str) -> str:
@@ -113,8 +96,8 @@ def _analyze(ev: Evidence) -> FailureAnalysis:
         kind = "SmokeTestFailure" if ev.stage == "smoke" else "DeployFailure"
         last = _last_line(text)
         return _make(kind, ev.command and ev.command.split()[0], last, last)
-    if _PROCESS_LIMIT.search(text):
-        return _make("KilledProcesses", None, "process limit", _PROCESS_LIMIT.search(text).group(0))
+    if limit := _PROCESS_LIMIT.search(text):
+        return _make("KilledProcesses", None, "process limit", limit.group(0))
     if ev.stage == "typecheck" or (ev.command and "mypy" in ev.command) or (
             _MYPY.search(text) and "Found" in text and "error" in text):
         if m := _MYPY.search(text):

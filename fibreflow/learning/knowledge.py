@@ -6,6 +6,9 @@ analysis that only a model's reflection backs is refused, since self-generated e
 teach wrong rules. Usefulness is measured: a pattern shown to an attempt that then passed gains
 weight, one shown to an attempt that failed the same way anyway loses weight, and a pattern whose
 weight falls below ``retire_below`` is retired (kept, no longer shown).
+
+This module is the only writer of ``learned_patterns`` and ``pattern_events``; a sample history
+inserts its rows through ``insert_patterns`` and ``insert_pattern_events``.
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fibreflow.build.attempt import AgentAttempt, FailureAnalysis
 from fibreflow.clock import utc_now
-from fibreflow.learning.analysis import FailureAnalysis, analyze_failure
-from fibreflow.learning.attempt import AgentAttempt
+from fibreflow.learning.analysis import analyze_failure
 from fibreflow.learning.evidence import evidence_of
 from fibreflow.store import Store
 
@@ -94,9 +97,11 @@ class FailureKnowledgeBase:
         """Record the failure of ``attempt``; returns its pattern id, or None when there is nothing
         to learn: the attempt passed, or no executed run backs the failure (refused)."""
         ev = evidence_of(attempt)
+        # not ``attempt.passed``: an attempt can fail (its agent ended in an error) while its test
+        # run was green, and a green run teaches nothing; what counts is a run that shows a failure
         failed = (ev.exit_code not in (None, 0) or bool(ev.killed_reason) or ev.timed_out
-                  or attempt.tests_failed > 0)
-        if not ev.executed or not failed:
+                  or attempt.tests_failed > 0 or attempt.tests_errors > 0)
+        if attempt.passed or not ev.executed or not failed:
             return None
         analysis = analyze_failure(ev)
         attempt.failure_analysis = analysis
@@ -175,8 +180,9 @@ class FailureKnowledgeBase:
             agents = json.loads(r["agents"] or "[]")
             same_agent = bool(ctx.agent) and ctx.agent in agents
             module = r["affected_module"] or ""
-            same_module = bool(ctx.module and module) and (
-                module == ctx.module or module.startswith(ctx.module + ".") or ctx.module.startswith(module + "."))
+            focus = ctx.module or ""
+            same_module = bool(focus and module) and (
+                module == focus or module.startswith(focus + ".") or focus.startswith(module + "."))
             have = tokens(f"{module} {r['example']} {r['error_type']} {' '.join(json.loads(r['features'] or '[]'))}")
             overlap = len(want & have) / len(want) if want else 0.0
             if specific and not (same_agent or same_module or overlap > 0):
@@ -209,6 +215,16 @@ class FailureKnowledgeBase:
                                      "WHERE pattern_id = ? ORDER BY event_at, event", [pattern_id])
         pattern["events"] = events.to_dict("records")
         return pattern
+
+
+def insert_patterns(store: Store, rows: Iterable[Mapping[str, Any]]) -> int:
+    """Insert ``learned_patterns`` rows as they are (a sample history); returns how many."""
+    return store.insert_rows("learned_patterns", rows)
+
+
+def insert_pattern_events(store: Store, rows: Iterable[Mapping[str, Any]]) -> int:
+    """Insert ``pattern_events`` rows as they are (a sample history); returns how many."""
+    return store.insert_rows("pattern_events", rows)
 
 
 def _union(raw: str | None, item: str) -> str:

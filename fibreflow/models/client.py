@@ -5,6 +5,7 @@ every try is ours: 429, 529 (overloaded), other 5xx, timeouts and connection err
 retried with exponential backoff and jitter, honouring ``retry-after``; each try is a row in
 ``llm_calls`` (tokens, dollars, latency, status), written in its own short transaction after
 the HTTP call returns. Keys never reach the store; prompt text only with ``store_prompts``.
+This module is the table's only writer (``insert_calls`` takes a sample history's rows).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -259,10 +260,16 @@ def _retry_after(response: Any) -> float | None:
     return None
 
 
+def insert_calls(store: Store, rows: Iterable[Mapping[str, Any]]) -> int:
+    """Insert ``llm_calls`` rows as they are (a sample history); returns how many. This module is
+    the table's only writer: ``LLMClient`` records its own tries."""
+    return store.insert_rows("llm_calls", rows)
+
+
 def _last_user_text(messages: Sequence[Any]) -> str:
     from fibreflow.models.scripted_replies import last_user_text
 
     return last_user_text([m if isinstance(m, dict) else dict(m) for m in messages])[:4000]
 
 
-__all__ = ["MISSING_KEY", "CallRecord", "LLMClient"]
+__all__ = ["MISSING_KEY", "CallRecord", "LLMClient", "insert_calls"]

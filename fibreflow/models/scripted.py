@@ -35,12 +35,12 @@ import json
 import re
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from fibreflow.errors import ConfigError
 from fibreflow.models.scripted_replies import build_message, error_body, last_user_text
+from fibreflow.testing.server import LocalServer, OwnedHandler
 from fibreflow.yamlio import load_yaml
 
 _TURN_KEYS = {"text", "tool_use", "content", "match", "system_match", "stop_reason", "usage", "latency_s"}
@@ -162,8 +162,10 @@ class RecordedRequest:
     headers: dict[str, str]
 
 
-class ScriptedServer:
+class ScriptedServer(LocalServer):
     """Context manager serving the scripted Messages API on 127.0.0.1 (ephemeral port by default)."""
+
+    thread_name = "scripted-model"
 
     def __init__(self, script: Script | dict[str, Any] | list[Any] | str | Path | None = None, *,
                  latency_s: float | None = None, api_key: str | None = None, port: int = 0) -> None:
@@ -174,51 +176,18 @@ class ScriptedServer:
         self.script = script or Script()
         self.latency_s = self.script.latency_s if latency_s is None else latency_s
         self.api_key = api_key
-        self.port = port
+        super().__init__(port=port)
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
-        self._stop = threading.Event()
         self._next_turn = 0
         self._failures: list[InjectedError] = [e for e in self.script.errors if not e.at]
         self._fail_at = {n: e for e in self.script.errors for n in e.at}
         self._count = 0
-        self._server: ThreadingHTTPServer | None = None
-
-    # -- lifecycle ----------------------------------------------------------------------
-
-    def start(self) -> ScriptedServer:
-        """Bind and serve in a daemon thread."""
-        owner = self
-
-        class Handler(_Handler):
-            server_owner = owner
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                         name="scripted-model", daemon=True).start()
-        return self
-
-    def close(self) -> None:
-        """Stop serving; requests still sleeping in their latency are woken and dropped."""
-        self._stop.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> ScriptedServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @property
     def base_url(self) -> str:
         """``http://127.0.0.1:PORT`` for ``anthropic.Anthropic(base_url=...)``."""
-        if self._server is None:
-            raise RuntimeError("ScriptedServer is not running; use it as a context manager")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self.url
 
     @property
     def request_count(self) -> int:
@@ -265,12 +234,8 @@ class ScriptedServer:
             self.requests.append(request)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server_owner: ScriptedServer
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - no stderr noise, no headers
-        return
+class _Handler(OwnedHandler):
+    owner: ScriptedServer
 
     def _key(self) -> str:
         # SDK versions differ: x-api-key, or the key as an Authorization bearer token
@@ -278,7 +243,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self.headers.get("x-api-key") or bearer.removeprefix("Bearer ").strip()
 
     def do_POST(self) -> None:  # noqa: N802
-        owner = self.server_owner
+        owner = self.owner
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         number, failure = owner._admit()
         headers = {k.lower(): v for k, v in self.headers.items() if k.lower() not in _HIDDEN_HEADERS}
@@ -318,6 +283,8 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (its timeout): nothing to answer
 
+
+ScriptedServer.handler = _Handler
 
 _shared: ScriptedServer | None = None
 _shared_lock = threading.Lock()

@@ -1,6 +1,19 @@
 """Isolated sandboxes for agent attempts: the protocol, profiles, backends and the manager.
 
 Light imports only: backends and the manager load their dependencies when first used.
+
+Modules:
+
+- ``base``: the ``Sandbox`` and ``SandboxBackend`` protocols and their records.
+- ``backends``: backends by name (``local``, ``e2b``); ``profiles`` (+ ``profiles.yaml``): limit sets.
+- ``local``: bubblewrap over a copy-on-write overlay, with ``isolation`` (what this host allows),
+  ``launch`` (one command), ``layers`` (the workspace on disk), ``cgroups`` (limits),
+  ``state`` (the registry and the reaper) and ``diffing`` (the attempt's diff).
+- ``e2b``: E2B cloud sandboxes; ``repo_archive``: the repository as one upload.
+- ``manager``: ``SandboxManager``, create -> execute -> extract results -> clean up, each session recorded.
+- ``records``: ``sandbox_sessions`` rows and the ``SessionWriter`` the manager hands them to
+  (the table's only writer).
+- ``results``: the test command that writes JUnit XML and coverage, and their parsers.
 """
 
 from __future__ import annotations

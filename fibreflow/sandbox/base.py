@@ -1,4 +1,9 @@
-"""The Sandbox protocol every backend implements, and the records it returns."""
+"""The Sandbox protocol every backend implements, and the records it returns.
+
+Reaping is part of the backend protocol, not a capability probed with ``getattr``: the runner
+asks every backend, before and after a run, to kill what finished runs left running; a backend
+with nothing of the kind to kill says so by returning no ids.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from fibreflow.store import StoreReader
 
 
 @dataclass(frozen=True)
@@ -72,3 +80,8 @@ class SandboxBackend(Protocol):
     name: str
 
     def create(self, repo: Path, profile: SandboxProfile, *, labels: Mapping[str, str] | None = None) -> Sandbox: ...
+
+    def reap_finished_runs(self, store: StoreReader | None = None) -> list[str]:
+        """Kill this backend's sandboxes whose run is no longer ``running`` in ``store`` (the
+        configured store when None); returns their ids."""
+        ...

@@ -23,11 +23,14 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from fibreflow.errors import SandboxError, SandboxUnavailable
 from fibreflow.sandbox.base import CommandResult, SandboxProfile
 from fibreflow.sandbox.repo_archive import repo_archive
+
+if TYPE_CHECKING:
+    from fibreflow.store import StoreReader
 
 T = TypeVar("T")
 WORKDIR = "/home/user/repo"
@@ -37,6 +40,14 @@ _EXCLUDE = (".fibreflow/", "__pycache__/", "*.pyc", ".pytest_cache/", ".coverage
 _GONE = ("SandboxNotRunningException", "SandboxNotFoundException", "SandboxUnreachableException")
 _RETRYABLE = ("RateLimitException", "ServiceBusyException")
 _SIG_REASONS = {124: "timeout", 152: "cpu", 153: "file_size"}  # the local backend's words
+
+
+class _CommandExit(Protocol):
+    """What the SDK's ``CommandExitException`` carries: the command ran and exited non-zero."""
+
+    exit_code: int
+    stdout: str | None
+    stderr: str | None
 
 
 def _is(exc: BaseException, *names: str) -> bool:
@@ -145,7 +156,7 @@ class E2BBackend:
             return found
         return self._with_retries("list", pages)
 
-    def reap_finished_runs(self, store: Any = None) -> list[str]:
+    def reap_finished_runs(self, store: StoreReader | None = None) -> list[str]:
         """Kill fibreflow sandboxes whose run is no longer ``running`` in the store; returns their ids.
 
         Sandboxes of runs this store does not know are left alone: they may be a colleague's.
@@ -241,7 +252,8 @@ class E2BSandbox:
             code, out, err = res.exit_code, res.stdout or "", res.stderr or ""
         except Exception as exc:
             if _is(exc, "CommandExitException"):
-                code, out, err = exc.exit_code, exc.stdout or "", exc.stderr or ""  # type: ignore[attr-defined]
+                failed = cast(_CommandExit, exc)  # matched by class name: the SDK's, or the fake's
+                code, out, err = failed.exit_code, failed.stdout or "", failed.stderr or ""
             elif _is(exc, "TimeoutException") and not _is(exc, *_GONE):
                 self.killed_reason = "timeout"
                 return CommandResult(124, "", str(exc), time.monotonic() - started, True, "timeout")

@@ -85,20 +85,20 @@ class LayerView:
                 lst = _lstat(lpath)
                 if lst is None:
                     lpath = None
-            if ust is not None:
+            if upath is not None and ust is not None:  # a stat is only taken of a path
                 if is_whiteout(ust):
                     return None
                 if last:
-                    return upath, ust  # type: ignore[return-value]
+                    return upath, ust
                 if not stat.S_ISDIR(ust.st_mode):
                     return None
-                if is_opaque(upath) or (lst is not None and not stat.S_ISDIR(lst.st_mode)):  # type: ignore[arg-type]
+                if is_opaque(upath) or (lst is not None and not stat.S_ISDIR(lst.st_mode)):
                     lpath = None
                 continue
-            if lst is None:
+            if lpath is None or lst is None:
                 return None
             if last:
-                return lpath, lst  # type: ignore[return-value]
+                return lpath, lst
             if not stat.S_ISDIR(lst.st_mode):
                 return None
             upath = None  # the upper has no directory here, so nothing deeper either

@@ -29,7 +29,7 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fibreflow.clock import utc_now
 from fibreflow.errors import SandboxError
@@ -61,6 +61,9 @@ from fibreflow.sandbox.state import (
     register,
     remove_tree,
 )
+
+if TYPE_CHECKING:
+    from fibreflow.store import StoreReader
 
 log = logging.getLogger(__name__)
 
@@ -375,6 +378,11 @@ class LocalBackend:
                 current = getattr(report, key)
                 setattr(report, key, current + value)
         return report
+
+    def reap_finished_runs(self, store: StoreReader | None = None) -> list[str]:
+        """Nothing to kill: a local sandbox's processes end with each command, and ``reap()``
+        reclaims what dead owner processes left when a backend starts."""
+        return []
 
     def _root_for(self, repo: Path) -> Path:
         # an overlay's upper layer must not lie inside its lower layer, and a sandbox must not

@@ -1,8 +1,10 @@
 """``SandboxManager``: create -> execute -> extract results -> clean up, each session recorded.
 
 One manager serves one run (or one ``fibreflow sandbox run``) and is safe to share between
-worker threads. Every sandbox it creates ends as one ``sandbox_sessions`` row, written in a
-single short transaction at cleanup.
+worker threads. Every sandbox it creates ends as one ``sandbox_sessions`` row, handed at
+cleanup to a ``SessionWriter`` (``fibreflow.sandbox.records``): written at once for a store, or
+queued on a build's batch writer. The manager knows agents only as something with
+``run(task, sandbox)``: agents sit in a later layer.
 """
 
 from __future__ import annotations
@@ -14,15 +16,27 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Protocol, TypeVar
 
 from fibreflow.clock import utc_now
 from fibreflow.errors import SandboxError
 from fibreflow.sandbox.backends import get_backend
 from fibreflow.sandbox.base import CommandResult, Sandbox, SandboxBackend, SandboxProfile
 from fibreflow.sandbox.profiles import load_profile
+from fibreflow.sandbox.records import SessionRow, SessionWriter, store_sessions
 from fibreflow.sandbox.results import instrumented_command, parse_coverage, parse_junit
 from fibreflow.store import Store
+
+_Task = TypeVar("_Task", contravariant=True)
+_Outcome = TypeVar("_Outcome", covariant=True)
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+class SandboxWorker(Protocol[_Task, _Outcome]):
+    """What works inside a sandbox: an ``Agent`` (``run(AttemptTask, Sandbox) -> AttemptOutcome``)."""
+
+    def run(self, task: _Task, sandbox: Sandbox) -> _Outcome: ...
 
 
 @dataclass
@@ -58,9 +72,15 @@ class _Session:
 class SandboxManager:
     """Creates sandboxes over one repository on one backend and records their sessions."""
 
-    def __init__(self, *, store: Store, repo: str | Path, backend: str | SandboxBackend = "local",
+    def __init__(self, *, repo: str | Path, store: Store | None = None,
+                 record_session: SessionWriter | None = None, backend: str | SandboxBackend = "local",
                  run_id: str | None = None, state_dir: str | Path | None = None) -> None:
-        self.store = store
+        """Sessions go to ``record_session`` or, without one, straight to ``store``."""
+        if record_session is None:
+            if store is None:
+                raise SandboxError("SandboxManager needs a store or a record_session writer")
+            record_session = store_sessions(store)
+        self.record_session = record_session
         self.repo = Path(repo).expanduser().resolve()
         self.run_id = run_id
         if isinstance(backend, str):
@@ -100,7 +120,7 @@ class SandboxManager:
         finally:
             self.cleanup_sandbox(sandbox, outcome=outcome)
 
-    def execute_feature(self, sandbox: Sandbox, task: Any, agent: Any) -> Any:
+    def execute_feature(self, sandbox: Sandbox, task: _T, agent: SandboxWorker[_T, _R]) -> _R:
         """Let ``agent`` work on ``task`` inside ``sandbox``; returns what ``agent.run`` returns."""
         return agent.run(task, sandbox)
 
@@ -147,12 +167,12 @@ class SandboxManager:
         except Exception as exc:  # recorded first, raised after: a failed cleanup must leave a trace
             error = exc
         if session is not None:
-            self.store.insert_rows("sandbox_sessions", [self._row(sandbox, session, outcome, error)])
+            self.record_session(self._row(sandbox, session, outcome, error))
         if error is not None:
             raise SandboxError(f"cleanup of sandbox {sandbox.id} failed: {error}") from error
 
     def _row(self, sandbox: Sandbox, session: _Session, outcome: str,
-             error: BaseException | None) -> dict[str, Any]:
+             error: BaseException | None) -> SessionRow:
         cost = getattr(sandbox, "estimated_cost_usd", None)
         try:
             est_cost = float(cost()) if callable(cost) else 0.0

@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import PurePosixPath
 from xml.etree import ElementTree
 
+from fibreflow.build.attempt import AgentAttempt
 from fibreflow.errors import SandboxError
-from fibreflow.learning.attempt import AgentAttempt
 from fibreflow.sandbox.base import Sandbox
 from fibreflow.selection.behaviour import Behaviour
 

@@ -1,10 +1,11 @@
 """Best-of-N selection: score attempts, rank them, check the top ones agree, pick a winner.
 
-Ranking is lexicographic, so an attempt whose tests fail never outranks one whose tests pass:
-first whether its tests pass, then their pass rate; among the attempts on the top rung, the
-support of their behaviour cluster when behaviour on a shared pool is known (independent attempts
-that behave alike are likelier right); then the weighted score (coverage, tests passed, code
-quality, speed, with weights from the ``selection`` config).
+Ranking is lexicographic, so a failing attempt never outranks a passing one: first whether it
+passed (``AgentAttempt.passed``, the runner's own verdict, so an attempt whose agent ended in an
+error ranks as failing even when its tests are green), then its tests' pass rate; among the
+attempts on the top rung, the support of their behaviour cluster when behaviour on a shared pool
+is known (independent attempts that behave alike are likelier right); then the weighted score
+(coverage, tests passed, code quality, speed, with weights from the ``selection`` config).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from fibreflow.build.attempt import AgentAttempt
 from fibreflow.config import SelectionSettings, load_settings
-from fibreflow.learning.attempt import AgentAttempt
 from fibreflow.selection.behaviour import Behaviour, cluster_support, diff_similarity, unanimity
 from fibreflow.selection.quality import code_quality
 

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fibreflow.config import TIERS, Settings, SimulationSettings, load_settings
 from fibreflow.errors import SimulationError
-from fibreflow.store import Store
+from fibreflow.store import StoreReader
 from fibreflow.yamlio import expand_env
+
+if TYPE_CHECKING:
+    import psycopg
 
 USAGE = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 DAYS_PER_MONTH = 30.0
@@ -115,7 +118,7 @@ class Calibration:
 
     def sla_impact(self, load_factor: float) -> tuple[float, list[dict[str, Any]]]:
         """Compliance change (percentage points) of the most affected SLA, and every SLA's figures."""
-        rows = []
+        rows: list[dict[str, Any]] = []
         for p in self.slas.values():
             now, then = p.compliance(), p.compliance(load_factor)
             rows.append({"name": p.name, "compliance": round(now, 4), "projected": round(then, 4),
@@ -138,7 +141,7 @@ class Calibration:
                                    "peak_rpm": t.peak_rpm} for t in self.tiers.values()}}
 
     @classmethod
-    def from_store(cls, store: Store, *, days: float | None = None, now: dt.datetime | None = None,
+    def from_store(cls, store: StoreReader, *, days: float | None = None, now: dt.datetime | None = None,
                    settings: Settings | None = None, probe_postgres: bool = True) -> Calibration:
         """Calibrate on the ``days`` (default ``simulation.calibration_days``) before ``now``."""
         settings = settings or load_settings()
@@ -272,7 +275,7 @@ def _overall_peaks(minutes: Any) -> dict[str, float]:
 
 
 def _slas(sla: Any) -> dict[str, SLAProfile]:
-    out = {}
+    out: dict[str, SLAProfile] = {}
     if sla.empty:
         return out
     for name, g in sla.groupby("name", sort=True):
@@ -295,11 +298,19 @@ def _postgres(sim: SimulationSettings, *, probe: bool) -> tuple[int, int, str]:
             import psycopg
 
             with psycopg.connect(expand_env(sim.postgres_url), connect_timeout=2) as con:
-                max_conn = int(con.execute("SHOW max_connections").fetchone()[0])
-                reserved = int(con.execute("SHOW superuser_reserved_connections").fetchone()[0])
-                in_use = int(con.execute("SELECT count(*) FROM pg_stat_activity "
-                                         "WHERE backend_type = 'client backend'").fetchone()[0]) - 1
+                max_conn = _pg_int(con, "SHOW max_connections")
+                reserved = _pg_int(con, "SHOW superuser_reserved_connections")
+                in_use = _pg_int(con, "SELECT count(*) FROM pg_stat_activity "
+                                      "WHERE backend_type = 'client backend'") - 1
             return max_conn - reserved, max(0, in_use), "server"
         except Exception:  # unreachable: fall back to the configured figures, and say so
             pass
     return sim.postgres_max_connections, sim.postgres_base_connections, "config"
+
+
+def _pg_int(con: psycopg.Connection[Any], sql: str) -> int:
+    """The integer in the first column of a one-row query; raises when no row came back."""
+    row = con.execute(sql).fetchone()
+    if row is None:
+        raise LookupError(f"no row from {sql!r}")
+    return int(row[0])

@@ -172,7 +172,7 @@ def simulate_add_agents(agent_type: str | None, count: int, *, calibration: Cali
     items = [(r, r.usage(agent=agent_type, count=count)) for r in resources(cal)]
     bottlenecks, near, rows = _check(cal, items)
     impact, slas = cal.sla_impact(load)
-    headroom = {r.name: r.headroom(agent_type) for r in resources(cal) if r.headroom(agent_type) is not None}
+    headroom = {r.name: h for r in resources(cal) if (h := r.headroom(agent_type)) is not None}
     recs = [f"{r.advice} (" + (f"exceeded from {headroom[r.name] + 1} more {agent_type} agents on"
                                if r.name in headroom else "already exceeded by the recorded load") + ")"
             for r, used in items if used > r.limit]
@@ -206,7 +206,8 @@ def parse_mix(text: str, *, option: str = "--mix") -> tuple[str, tuple[float, fl
     total = sum(shares)
     if not (abs(total - 100) <= 0.5 or abs(total - 1) <= 0.005):
         raise ConfigError(f"{option} {text!r}: shares add up to {total:g}, not 100 (or 1)", key=option)
-    return (name.strip() or spec.strip()), tuple(s / total for s in shares)  # type: ignore[return-value]
+    haiku, sonnet, opus = (s / total for s in shares)
+    return (name.strip() or spec.strip()), (haiku, sonnet, opus)
 
 
 def optimize_model_routing(scenarios: Mapping[str, tuple[float, float, float]] | None = None, *,
@@ -225,7 +226,7 @@ def optimize_model_routing(scenarios: Mapping[str, tuple[float, float, float]] |
     recorded = tuple(p.calls / calls for p in pools)
     known = [t.failure_rate for t in cal.tiers.values() if t.failure_rate is not None]
     fallback = sum(known) / len(known) if known else 0.0
-    fail = {t: cal.tiers[t].failure_rate if cal.tiers[t].failure_rate is not None else fallback for t in TIERS}
+    fail = {t: fallback if (rate := cal.tiers[t].failure_rate) is None else rate for t in TIERS}
     mixes = {"recorded": recorded, **{n: tuple(float(s) for s in m) for n, m in (scenarios or DEFAULT_MIXES).items()}}
     base_risk = sum(s * fail[t] for s, t in zip(recorded, TIERS, strict=True))
     sandbox = cal.sandbox_cost * cal.per_month

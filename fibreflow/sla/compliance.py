@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from fibreflow.errors import ConfigError
-from fibreflow.store import Store
+from fibreflow.store import StoreReader
 
 OK_STATUSES = ("ok", "warn")
 BAD_STATUSES = ("violation", "error")
@@ -51,7 +51,7 @@ def _name_filter(names: Sequence[str] | None) -> tuple[str, list[Any]]:
     return f" AND name IN ({', '.join('?' for _ in names)})", list(names)
 
 
-def compute_compliance(store: Store, *, days: float = 30, target: float = 0.95,
+def compute_compliance(store: StoreReader, *, days: float = 30, target: float = 0.95,
                        now: dt.datetime | None = None, names: Sequence[str] | None = None) -> pd.DataFrame:
     """Per-SLA compliance over the ``days`` before ``now`` (one row per SLA, sorted by name).
 
@@ -90,7 +90,7 @@ def compute_compliance(store: Store, *, days: float = 30, target: float = 0.95,
     return df[COMPLIANCE_COLUMNS]
 
 
-def status_by_hour(store: Store, *, days: float = 30, now: dt.datetime | None = None,
+def status_by_hour(store: StoreReader, *, days: float = 30, now: dt.datetime | None = None,
                    names: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per SLA and UTC hour with checks: name, hour, checks, ok_share, worst_status, worst_rank.
 
@@ -109,7 +109,7 @@ def status_by_hour(store: Store, *, days: float = 30, now: dt.datetime | None = 
     return df[["name", "hour", "checks", "ok_share", "worst_status", "worst_rank"]]
 
 
-def values_over_time(store: Store, *, days: float = 30, names: Sequence[str] | None = None,
+def values_over_time(store: StoreReader, *, days: float = 30, names: Sequence[str] | None = None,
                      now: dt.datetime | None = None, max_points: int = 500) -> pd.DataFrame:
     """Measured values per SLA in time buckets (at most ``max_points`` per SLA, never under a minute).
 
@@ -129,7 +129,7 @@ def values_over_time(store: Store, *, days: float = 30, names: Sequence[str] | N
         " GROUP BY ALL ORDER BY name, checked_at", [bucket_s, start, start, end, *params])
 
 
-def violations(store: Store, *, days: float = 30, now: dt.datetime | None = None,
+def violations(store: StoreReader, *, days: float = 30, now: dt.datetime | None = None,
                names: Sequence[str] | None = None, limit: int = 200) -> pd.DataFrame:
     """Violation and error episodes, newest first: runs of consecutive checks of one SLA with one bad status.
 

@@ -37,6 +37,8 @@ _TOKEN = re.compile(r"[A-Za-z_]\w*|\d[\w.]*|[<>=!]=|\*\*|//|\S")
 _Values = Mapping[str, float | None]
 _Statuses = Mapping[str, str]
 _Node = Callable[[_Values, _Statuses], object]
+#: A node with a numeric value: a number, arithmetic, or a truth value (``bool`` counts as a number).
+_Num = Callable[[_Values, _Statuses], float | None]
 
 _COMPARE: dict[type[ast.cmpop], tuple[str, Callable[[Any, Any], bool]]] = {
     ast.Lt: ("<", operator.lt), ast.LtE: ("<=", operator.le), ast.Gt: (">", operator.gt),
@@ -126,7 +128,7 @@ class _Compiler:
     def segment(self, node: ast.AST) -> str:
         return ast.get_source_segment(self.text, node) or type(node).__name__
 
-    def compile(self, node: ast.AST, *, depth: int, truthy: bool = False) -> _Node:
+    def compile(self, node: ast.AST, *, depth: int, truthy: bool = False) -> _Num:
         if depth > _MAX_DEPTH:
             raise self.fail(node, self.segment(node)[:20], "expression nested too deeply at")
         d = depth + 1
@@ -142,7 +144,7 @@ class _Compiler:
             if isinstance(node.op, ast.USub | ast.UAdd):
                 num = self.number(node.operand, depth=d)
                 sign = -1.0 if isinstance(node.op, ast.USub) else 1.0
-                return lambda v, s: None if (x := num(v, s)) is None else sign * x  # type: ignore[operator]
+                return lambda v, s: None if (x := num(v, s)) is None else sign * x
             raise self.fail(node, _OP_TOKENS.get(type(node.op), type(node.op).__name__), "unsupported operator")
         if isinstance(node, ast.Compare):
             return self.compare(node, depth=d)
@@ -154,7 +156,7 @@ class _Compiler:
             raise self.fail(node, self.segment(node), "unsupported expression")
         return self.number(node, depth=d)
 
-    def number(self, node: ast.AST, *, depth: int) -> _Node:
+    def number(self, node: ast.AST, *, depth: int) -> _Num:
         d = depth + 1
         if isinstance(node, ast.Name):
             if node.id == "status":
@@ -211,7 +213,7 @@ class _Compiler:
             return "strings", lambda v, s: frozen
         return "number", self.number(node, depth=depth)
 
-    def compare(self, node: ast.Compare, *, depth: int) -> _Node:
+    def compare(self, node: ast.Compare, *, depth: int) -> _Num:
         operands = (node.left, *node.comparators)
         kinds_fns = [self.operand(n, depth=depth) for n in operands]
         steps: list[tuple[_Node, Callable[[Any, Any], bool], _Node]] = []
@@ -246,27 +248,27 @@ class _Compiler:
         return run
 
 
-def _num(value: object) -> float | None:
+def _num(value: float | None) -> float | None:
     if value is None:
         return None
-    try:
-        return float(value)  # type: ignore[arg-type]
+    try:  # a source may still hand over something float() rejects: it reads as missing
+        return float(value)
     except (TypeError, ValueError):
         return None
 
 
-def _arith(op: type[ast.operator], left: _Node, right: _Node) -> _Node:
+def _arith(op: type[ast.operator], left: _Num, right: _Num) -> _Num:
     def run(v: _Values, s: _Statuses) -> float | None:
         a, b = left(v, s), right(v, s)
         if a is None or b is None:
             return None
         if op is ast.Add:
-            return a + b  # type: ignore[operator]
+            return a + b
         if op is ast.Sub:
-            return a - b  # type: ignore[operator]
+            return a - b
         if op is ast.Mult:
-            return a * b  # type: ignore[operator]
-        return None if b == 0 else a / b  # type: ignore[operator]
+            return a * b
+        return None if b == 0 else a / b
 
     return run
 

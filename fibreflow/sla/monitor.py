@@ -12,6 +12,9 @@ Status of a measured value (higher is worse for every check type):
   says so (an HTTP status outside the expected ones);
 * ``warn`` above ``warn_after``, when given;
 * ``ok`` otherwise; ``error`` when the source could not be read (the reason says why).
+
+This module is the only writer of ``sla_checks``: cycles, retention, and the sample and
+benchmark histories (``insert_checks``, ``insert_synthetic_checks``) all write it here.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 from fibreflow.errors import CheckError, ConfigError, FibreflowError, MissingEnvError, SLAViolationError
@@ -207,6 +210,26 @@ class SLAMonitor:
     def health_document(self) -> dict[str, Any]:
         """The ``GET /health`` body for the last cycle."""
         return health_document(self.last_results, cycle_id=self.last_cycle_id, cycles=self.cycles)
+
+
+def insert_checks(store: Store, rows: Iterable[Mapping[str, Any]]) -> int:
+    """Insert ``sla_checks`` rows as they are (a sample history, a benchmark's load); returns how
+    many. This module is the table's only writer."""
+    return store.insert_rows("sla_checks", rows)
+
+
+def insert_synthetic_checks(store: Store, names: Sequence[str], *, total: int, now: dt.datetime) -> None:
+    """``total`` synthetic ``sla_checks`` rows, the SLAs ``names`` in turn, one cycle a minute back
+    from ``now``, 3 % of them violations. Generated inside DuckDB: a benchmark's month of history
+    (half a million rows) in seconds rather than minutes of inserts."""
+    with store.connect(write=True) as con:
+        con.execute(
+            "INSERT INTO sla_checks (cycle_id, name, check_type, value, threshold, status, reason, "
+            "checked_at, duration_s) "
+            "SELECT 'bench-' || (i // $n), list_extract($names, (i % $n + 1)::INTEGER), 'bench', "
+            "random() * 400, 300, CASE WHEN random() < 0.03 THEN 'violation' ELSE 'ok' END, NULL, "
+            "$now - to_minutes((i // $n)::INTEGER), 0.01 FROM range($total) t(i)",
+            {"n": len(names), "names": list(names), "now": now, "total": total})
 
 
 def require_fresh_data(names: Iterable[str] | None = None, policy: Literal["warn", "abort"] = "warn", *,

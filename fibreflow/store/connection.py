@@ -16,9 +16,9 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 import pandas as pd
@@ -41,6 +41,20 @@ def _ident(name: str) -> str:
     if not _IDENT.match(name):
         raise StoreError(f"invalid table or column name: {name!r}")
     return name
+
+
+class StoreReader(Protocol):
+    """What read-only code needs of a store: a ``Store``, or a read session over one connection
+    already open (the twin's ``ReadSession``), which several queries in a row can share."""
+
+    @property
+    def path(self) -> Path: ...
+
+    def query_df(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pd.DataFrame: ...
+
+    def scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any: ...
+
+    def connect(self, *, write: bool = False) -> AbstractContextManager[duckdb.DuckDBPyConnection]: ...
 
 
 class Store:
@@ -151,7 +165,8 @@ class Store:
                     "refusing to use it, it was left untouched")
             con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, description VARCHAR, "
                         "applied_at TIMESTAMPTZ NOT NULL)")
-        current = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+        row = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+        current = row[0] if row else 0  # an aggregate always returns one row
         if current > LATEST_VERSION:
             raise ForeignDatabaseError(
                 f"{self.path} has schema version {current}, newer than this fibreflow knows "

@@ -1,6 +1,10 @@
-"""Forward migrations of the DuckDB store; each runs once, in order, in one transaction.
+"""Forward migrations of the DuckDB store; each runs once, in order, in one transaction, and the
+owner of each table.
 
-Later issues append migrations; never edit one that has shipped.
+Later issues append migrations; never edit one that has shipped. Each table has one owner
+module (``TABLE_OWNERS``), the only one whose code inserts, updates or deletes its rows; the
+others call the owner, so a table's write paths can be read in one place
+(``tests/store/test_writers.py`` checks it).
 """
 
 from __future__ import annotations
@@ -212,3 +216,20 @@ MIGRATIONS: tuple[Migration, ...] = (
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
+
+#: table -> the one module that writes it (names, not imports: owners sit in later layers)
+TABLE_OWNERS: dict[str, str] = {
+    "schema_version": "fibreflow.store.connection",
+    "sla_checks": "fibreflow.sla.monitor",
+    "alert_outbox": "fibreflow.sla.outbox",
+    "alert_state": "fibreflow.sla.alerts",
+    "runs": "fibreflow.build.records",
+    "features": "fibreflow.build.records",
+    "attempts": "fibreflow.build.records",
+    "sandbox_sessions": "fibreflow.sandbox.records",
+    "llm_calls": "fibreflow.models.client",
+    "learned_patterns": "fibreflow.learning.knowledge",
+    "pattern_events": "fibreflow.learning.knowledge",
+    "autopilot_runs": "fibreflow.autopilot.state",
+    "autopilot_steps": "fibreflow.autopilot.state",
+}

@@ -19,9 +19,10 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
+
+from fibreflow.testing.server import LocalServer, OwnedHandler
 
 WEBHOOK_PATH = "/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX"
 
@@ -51,8 +52,10 @@ class ReceivedRequest:
     received_at: dt.datetime
 
 
-class SlackReceiver:
+class SlackReceiver(LocalServer):
     """Context manager running the local Slack on an ephemeral port of 127.0.0.1."""
+
+    thread_name = "slack-receiver"
 
     def __init__(self, *, token: str | None = None, delay_s: float = 0.0) -> None:
         """``token``: the only bot token accepted (any non-empty one if None); ``delay_s``: answer latency."""
@@ -62,47 +65,10 @@ class SlackReceiver:
         self.requests: list[ReceivedRequest] = []
         self._failures: list[tuple[int, float | None]] = []
         self._cond = threading.Condition()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self._ts = 0
-
-    # -- lifecycle ----------------------------------------------------------------------
-
-    def start(self) -> SlackReceiver:
-        """Bind 127.0.0.1 on a free port and serve in a daemon thread."""
-        receiver = self
-
-        class Handler(_Handler):
-            owner = receiver
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="slack-receiver", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and release the port."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> SlackReceiver:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__()
 
     # -- addresses ----------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        """``http://127.0.0.1:PORT``."""
-        if self._server is None:
-            raise RuntimeError("SlackReceiver is not running; use it as a context manager")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     @property
     def webhook_url(self) -> str:
@@ -157,12 +123,8 @@ class SlackReceiver:
             return f"{time.time():.0f}.{self._ts:06d}"
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(OwnedHandler):
     owner: SlackReceiver
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence stderr logging
-        return
 
     def do_GET(self) -> None:  # noqa: N802
         self._answer(404, "text/plain", b"not found")
@@ -262,5 +224,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+
+SlackReceiver.handler = _Handler
 
 __all__ = ["WEBHOOK_PATH", "ReceivedMessage", "ReceivedRequest", "SlackReceiver"]

@@ -69,7 +69,7 @@ class TwinApp(widgets.VBox):
         self._wake: asyncio.Event | None = None
         self.last_error = ""
         self._token: dict[str, Any] = {}
-        self._seen: tuple[Any, ...] | None = None
+        self._seen: tuple[tuple[int, int] | None, ...] | None = None
         self.refresh(force=True)
         self.build_s = time.perf_counter() - started
         self._show_status()
@@ -201,8 +201,8 @@ class TwinApp(widgets.VBox):
                 break
         self._wake.clear()
 
-    def _file_state(self) -> tuple[Any, ...]:
-        out = []
+    def _file_state(self) -> tuple[tuple[int, int] | None, ...]:
+        out: list[tuple[int, int] | None] = []
         for path in (self.store.path, Path(f"{self.store.path}.wal")):
             try:
                 st = os.stat(path)

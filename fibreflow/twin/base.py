@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import duckdb
 import ipywidgets as widgets
 import traitlets
 
 from fibreflow.errors import StoreError
-from fibreflow.store import Store
+from fibreflow.store import Store, StoreReader
 from fibreflow.twin.figure import figure_widget, signature, sync_figure
 
 #: Tables whose rows are updated in place (not only appended); their token also hashes a status.
@@ -60,7 +61,7 @@ def store_token(store: Store) -> dict[str, tuple[Any, ...]]:
     return {r[0]: tuple(r[1:]) for r in rows}
 
 
-def window(store: Store | ReadSession, state: FilterState, *, now: dt.datetime | None = None) -> tuple[dt.datetime, dt.datetime]:
+def window(store: StoreReader, state: FilterState, *, now: dt.datetime | None = None) -> tuple[dt.datetime, dt.datetime]:
     """The time range a panel shows: the filter's days before ``now``, narrowed to the selected
     run's (or agent's) active span for data that has no run or agent of its own (SLA checks)."""
     end = now or dt.datetime.now(dt.UTC)
@@ -107,19 +108,19 @@ class ReadSession:
     """The reading half of ``Store`` over one open connection: a panel's load runs several
     queries (the SLA readers one each), and opening DuckDB costs ~15 ms a time."""
 
-    def __init__(self, store: Store, con: Any) -> None:
+    def __init__(self, store: Store, con: duckdb.DuckDBPyConnection) -> None:
         self.path = store.path
         self._con = con
 
-    def query_df(self, sql: str, params: Any = None) -> Any:
+    def query_df(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> Any:
         return self._con.execute(sql, params or []).df()
 
-    def scalar(self, sql: str, params: Any = None) -> Any:
+    def scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
         row = self._con.execute(sql, params or []).fetchone()
         return row[0] if row else None
 
     @contextmanager
-    def connect(self, *, write: bool = False) -> Iterator[Any]:
+    def connect(self, *, write: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         if write:
             raise StoreError(f"{self.path}: a read session cannot write")
         yield self._con
@@ -137,7 +138,7 @@ class Panel(widgets.VBox):
     def __init__(self, store: Store, *, filters: Filters | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.store = store
-        self.db: Store | ReadSession = store  # what load() reads: one connection per load in safe_load
+        self.db: StoreReader = store  # what load() reads: one connection per load in safe_load
         self.filters = filters or Filters()
         self.figures: dict[str, Any] = {}
         self._signatures: dict[str, str] = {}

@@ -14,6 +14,7 @@ from typing import Any
 import ipywidgets as widgets
 import pandas as pd
 
+from fibreflow.store import Store
 from fibreflow.twin.base import FilterState, Panel, call_filter, row, window
 
 USAGE = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
@@ -28,7 +29,7 @@ class CostPanel(Panel):
     css = "costs"
     tables = ("llm_calls", "sandbox_sessions", "attempts")
 
-    def __init__(self, store: Any, **kwargs: Any) -> None:
+    def __init__(self, store: Store, **kwargs: Any) -> None:
         super().__init__(store, **kwargs)
         self.kpis = widgets.HTML()
         self.kpis.add_class("ff-cost-kpis")

@@ -12,6 +12,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from fibreflow.store import Store
 from fibreflow.twin.base import FilterState, Panel, row, window
 
 
@@ -22,7 +23,7 @@ class InfrastructurePanel(Panel):
     css = "infrastructure"
     tables = ("sla_checks", "runs", "attempts")
 
-    def __init__(self, store: Any, **kwargs: Any) -> None:
+    def __init__(self, store: Store, **kwargs: Any) -> None:
         super().__init__(store, **kwargs)
         self.summary = widgets.HTML()
         self.children = [self._error_line, self.summary, self.figure("heatmap", 420),

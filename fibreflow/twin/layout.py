@@ -26,9 +26,9 @@ def spring_layout(nodes: Sequence[str], edges: Sequence[tuple[str, str, float]],
     column = np.array([layers.get(v, 0) / depth for v in nodes])
     rng = np.random.default_rng(seed)
     pos = np.column_stack([column, rng.random(n)])
-    for name, (_, y) in (previous or {}).items():
+    for name, (_, prev_y) in (previous or {}).items():
         if name in index:
-            pos[index[name], 1] = y
+            pos[index[name], 1] = prev_y
     pairs = [(index[a], index[b], w) for a, b, w in edges if a in index and b in index]
     src = np.array([a for a, _, _ in pairs], dtype=int)
     dst = np.array([b for _, b, _ in pairs], dtype=int)

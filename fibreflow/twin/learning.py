@@ -9,6 +9,7 @@ import ipywidgets as widgets
 
 from fibreflow.learning import views
 from fibreflow.learning.report import load_learning_data
+from fibreflow.store import Store
 from fibreflow.twin.base import FilterState, Panel, html_list, row, window
 
 
@@ -19,7 +20,7 @@ class LearningPanel(Panel):
     css = "learning"
     tables = ("learned_patterns", "pattern_events", "attempts")
 
-    def __init__(self, store: Any, **kwargs: Any) -> None:
+    def __init__(self, store: Store, **kwargs: Any) -> None:
         super().__init__(store, **kwargs)
         self.suggestions = widgets.HTML()
         self.suggestions.add_class("ff-suggestions")

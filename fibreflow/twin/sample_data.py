@@ -5,8 +5,10 @@ attempts in two iterations (the second one with learned patterns, so it succeeds
 sandbox sessions, priced model calls from build agents and from always-on operations agents,
 SLA checks of the twelve example SLAs every few minutes (values that rise with the model-call
 load, a few violation episodes, one still going on) and the knowledge base's patterns and
-events. Every row goes through ``Store.insert_rows``; tables the store does not have are
-skipped and columns a table does not have are dropped, so it follows the schema as it grows.
+events. Every table's rows go through that table's owner (``TABLE_OWNERS``: the build's
+records, the sandbox's sessions, the model client, the SLA monitor, the knowledge base), never a
+generic insert, so each table keeps one writer; tables the store does not have are skipped and
+columns a table does not have are dropped, so it follows the schema as it grows.
 """
 
 from __future__ import annotations
@@ -17,9 +19,15 @@ import math
 import random
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from fibreflow.build.records import insert_attempts, insert_features, insert_runs
 from fibreflow.config import TIERS
+from fibreflow.learning.knowledge import insert_pattern_events, insert_patterns
+from fibreflow.models.client import insert_calls
+from fibreflow.sandbox.records import insert_sessions
+from fibreflow.sla.monitor import insert_checks
 from fibreflow.store import Store
 
 #: name -> (check type, threshold, typical value as a share of the threshold, load sensitivity)
@@ -62,6 +70,13 @@ _PATTERNS = [
     ("ImportError", "app.cli", "ImportError: cannot import name <name> from app.core", "fix the circular import"),
 ]
 
+#: table -> its owner's insert (``fibreflow.store.schema.TABLE_OWNERS``)
+_INSERTS: dict[str, Callable[[Store, Iterable[Mapping[str, Any]]], int]] = {
+    "runs": insert_runs, "features": insert_features, "attempts": insert_attempts,
+    "sandbox_sessions": insert_sessions, "llm_calls": insert_calls, "sla_checks": insert_checks,
+    "learned_patterns": insert_patterns, "pattern_events": insert_pattern_events,
+}
+
 # the same mistakes in other modules: rarer ones turn up later, so the knowledge base grows
 _VARIANTS = [(e, m and f"{m}{suffix}", sig if not suffix else f"{sig} ({m}{suffix})", fix)
              for suffix in ("", "_v2", ".legacy") for e, m, sig, fix in _PATTERNS]
@@ -102,7 +117,7 @@ def fill_sample_history(store: Store, *, days: float = 14, seed: int = 0, now: d
         if table not in columns or not table_rows:
             continue
         keep = columns[table]
-        written[table] = store.insert_rows(table, [{k: v for k, v in r.items() if k in keep} for r in table_rows])
+        written[table] = _INSERTS[table](store, [{k: v for k, v in r.items() if k in keep} for r in table_rows])
     return written
 
 
@@ -266,10 +281,11 @@ class _Generator:
                 warn = threshold * 0.8
                 status, reason = ("violation", f"{value:.1f} > {threshold:g}") if value > threshold else \
                     ("warn", f"{value:.1f} > warn_after {warn:g}") if value > warn else ("ok", None)
+                stored: float | None = value
                 if name == "vlm_server_max_response" and cycle % 997 == 0:
-                    status, value, reason = "error", None, "connection refused"
+                    status, stored, reason = "error", None, "connection refused"
                 self.rows["sla_checks"].append({
-                    "cycle_id": f"cycle-{cycle}", "name": name, "check_type": ctype, "value": value,
+                    "cycle_id": f"cycle-{cycle}", "name": name, "check_type": ctype, "value": stored,
                     "threshold": float(threshold), "warn_after": warn, "error_after": None, "status": status,
                     "reason": reason, "checked_at": t, "duration_s": round(rng.uniform(0.01, 0.3), 3)})
             t += step

@@ -12,6 +12,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from fibreflow.store import Store
 from fibreflow.twin.base import FilterState, Panel, html_list, row, window
 
 _CARD = "<div style='padding:6px 10px;border:1px solid #ddd;border-radius:6px;min-height:220px'>{}</div>"
@@ -24,7 +25,7 @@ class SimulationPanel(Panel):
     css = "simulation"
     tables = ("llm_calls", "attempts", "sandbox_sessions", "sla_checks")
 
-    def __init__(self, store: Any, **kwargs: Any) -> None:
+    def __init__(self, store: Store, **kwargs: Any) -> None:
         super().__init__(store, **kwargs)
         style = {"description_width": "150px"}
         wide = widgets.Layout(width="420px")

@@ -13,6 +13,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from fibreflow.store import Store
 from fibreflow.twin.base import FilterState, Panel, call_filter, html_list, row, window
 from fibreflow.twin.layout import spring_layout
 
@@ -28,7 +29,7 @@ class TopologyPanel(Panel):
     css = "topology"
     tables = ("attempts", "llm_calls", "sandbox_sessions", "sla_checks", "runs")
 
-    def __init__(self, store: Any, **kwargs: Any) -> None:
+    def __init__(self, store: Store, **kwargs: Any) -> None:
         super().__init__(store, **kwargs)
         self.busiest = widgets.HTML()
         self.bottlenecks = widgets.HTML()
