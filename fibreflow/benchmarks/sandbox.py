@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fibreflow.errors import BenchmarkError
+from fibreflow.sandbox.base import SandboxBackend, SandboxProfile
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,7 +48,7 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def _cycle(backend: Any, repo: Path, profile: Any, ids: set[str]) -> tuple[float, float, float]:
+def _cycle(backend: SandboxBackend, repo: Path, profile: SandboxProfile, ids: set[str]) -> tuple[float, float, float]:
     """(create, run, close) milliseconds of one sandbox."""
     t0 = time.perf_counter()
     sandbox = backend.create(repo, profile)

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from fibreflow.learning.stats import learning_stats
-from fibreflow.store import Store
+from fibreflow.store import Store, StoreReader
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class LearningReport:
                 f"{s.get('repeated_failure_rate', 0.0):.0%}. Attempt success by iteration: {rates or 'no attempts'}.")
 
 
-def load_learning_data(store: Any, *, start: dt.datetime, end: dt.datetime, agent: str | None = None,
+def load_learning_data(store: StoreReader, *, start: dt.datetime, end: dt.datetime, agent: str | None = None,
                        run_id: str | None = None) -> dict[str, Any]:
     """The report's DataFrames for ``start``..``end``, optionally only one agent's or run's."""
     ewhere = (" AND e.agent = ?" if agent else "") + (" AND a.run_id = ?" if run_id else "")

@@ -30,6 +30,7 @@ from fibreflow.sandbox.base import CommandResult, SandboxProfile
 from fibreflow.sandbox.repo_archive import repo_archive
 
 if TYPE_CHECKING:
+    from fibreflow.config import Settings
     from fibreflow.store import StoreReader
 
 T = TypeVar("T")
@@ -67,7 +68,7 @@ class E2BBackend:
 
     name = "e2b"
 
-    def __init__(self, *, settings: Any = None, api_key: str | None = None, client: Any = None,
+    def __init__(self, *, settings: Settings | None = None, api_key: str | None = None, client: Any = None,
                  run_id: str | None = None, creates_per_second: float | None = None, max_tries: int = 6,
                  backoff_s: float = 0.5, **_: Any) -> None:
         if settings is None:
