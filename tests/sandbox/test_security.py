@@ -222,13 +222,18 @@ def test_sigkill_of_the_orchestrator_is_reaped_on_next_start(tmp_path: Path, rep
     marker = f"fforphan{uuid.uuid4().hex[:12]}"
     state = tmp_path / "state"
     child = subprocess.Popen([sys.executable, "-W", "ignore", "-c", _ORCHESTRATOR, str(state), str(repo),
-                              mode, marker], stdout=subprocess.PIPE, text=True)
+                              mode, marker], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         info = json.loads(child.stdout.readline())  # type: ignore[union-attr]
         deadline = time.monotonic() + 10
-        while len(processes_with(marker)) < 2 and time.monotonic() < deadline:
+        while len(processes_with(marker)) < 2 and time.monotonic() < deadline and child.poll() is None:
             time.sleep(0.02)
-        assert len(processes_with(marker)) >= 2, "the sandboxed processes did not start"
+        if child.poll() is not None:
+            _, err = child.communicate()
+        else:
+            err = ""
+        assert len(processes_with(marker)) >= 2, \
+            f"the sandboxed processes did not start (orchestrator exit {child.poll()}): {err[-2000:]}"
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
     finally:
