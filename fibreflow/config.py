@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -34,13 +34,17 @@ def _check_tiers(names: Iterable[str], *, what: str = "unknown tier") -> None:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # every number has a range, and none may be inf or nan: a setting cannot stall, flood or overflow
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+_DAY_S = 86_400.0
 
 
 class StoreSettings(_Section):
-    lock_timeout_s: float = Field(60.0, description="Longest wait for the store's cross-process lock.")
-    batch_size: int = Field(500, description="Rows the in-process writer inserts per transaction.")
-    flush_interval_s: float = Field(0.2, description="Longest a queued row waits before it is written.")
+    lock_timeout_s: float = Field(60.0, gt=0, le=3600, description="Longest wait for the store's cross-process lock.")
+    batch_size: int = Field(500, ge=1, le=100_000, description="Rows the in-process writer inserts per transaction.")
+    flush_interval_s: float = Field(0.2, gt=0, le=60, description="Longest a queued row waits before it is written.")
 
 
 class SlackSettings(_Section):
@@ -50,17 +54,17 @@ class SlackSettings(_Section):
 
 class SLASettings(_Section):
     config_path: Path = Field(Path("data/slas.example.yaml"), description="Default SLA definitions file.")
-    check_timeout_s: float = Field(10.0, description="Per-check timeout when a check sets none.")
+    check_timeout_s: float = Field(10.0, gt=0, le=3600, description="Per-check timeout when a check sets none.")
 
 
 class SandboxSettings(_Section):
     backend: str = Field("local", description="Default sandbox backend: local or e2b.")
     profile: str = Field("python-tests", description="Default sandbox profile.")
-    e2b_vcpu_second_usd: float = Field(0.000014, description="E2B price per vCPU-second.")
-    e2b_gib_second_usd: float = Field(0.0000045, description="E2B price per GiB-second of memory.")
+    e2b_vcpu_second_usd: float = Field(0.000014, ge=0, le=1, description="E2B price per vCPU-second.")
+    e2b_gib_second_usd: float = Field(0.0000045, ge=0, le=1, description="E2B price per GiB-second of memory.")
     e2b_template: str = Field("code-interpreter-v1", description="E2B template for new sandboxes.")
-    e2b_concurrency: int = Field(20, description="Concurrent E2B sandboxes the plan allows.")
-    e2b_creates_per_second: float = Field(1.0, ge=0, description="E2B sandbox creations per second "
+    e2b_concurrency: int = Field(20, ge=1, le=100_000, description="Concurrent E2B sandboxes the plan allows.")
+    e2b_creates_per_second: float = Field(1.0, ge=0, le=1000, description="E2B sandbox creations per second "
                                           "(plan limit: Hobby 1, Pro 5); 0 turns the throttle off.")
 
 
@@ -74,13 +78,17 @@ class ModelsSettings(_Section):
     tiers: dict[str, str] = Field(default_factory=lambda: dict(_DEFAULT_TIER_MODELS),
                                   description="Model ID per tier (haiku, sonnet, opus); a new model is a config change.")
     pricing_path: Path = Field(Path("data/pricing.yaml"), description="Prices per model in $/MTok.")
-    max_retries: int = Field(4, ge=0, description="Retries after the first try on 429, 529, 5xx and connection errors.")
-    timeout_s: float = Field(120.0, gt=0, description="Per-try HTTP timeout of a model call.")
-    backoff_base_s: float = Field(1.0, ge=0, description="First retry delay; doubles per retry, with jitter.")
-    backoff_max_s: float = Field(30.0, ge=0, description="Longest delay between tries (retry-after included).")
+    max_retries: int = Field(4, ge=0, le=20,
+                             description="Retries after the first try on 429, 529, 5xx and connection errors.")
+    timeout_s: float = Field(120.0, gt=0, le=3600, description="Per-try HTTP timeout of a model call.")
+    backoff_base_s: float = Field(1.0, ge=0, le=300, description="First retry delay; doubles per retry, with jitter.")
+    backoff_max_s: float = Field(30.0, ge=0, le=3600,
+                                 description="Longest delay between tries (retry-after included).")
     base_url: str | None = Field(None, description="Messages API base URL (None: the SDK's default).")
+    offline: bool = Field(False, description="No network to any model API: every model call goes to the local "
+                                             "scripted model, whatever the key and base_url (as --offline).")
     store_prompts: bool = Field(False, description="Store each call's task text in llm_calls (off: tokens only).")
-    short_task_chars: int = Field(50, ge=0, description="Tasks shorter than this lean to the haiku tier.")
+    short_task_chars: int = Field(50, ge=0, le=100_000, description="Tasks shorter than this lean to the haiku tier.")
     agent_rules: dict[str, str] = Field(
         default_factory=lambda: {"vps-monitor": "haiku", "vlm-evaluator": "sonnet"},
         description="Agent name -> tier, applied before the text patterns (an explicit tier still wins).")
@@ -102,10 +110,11 @@ class ModelsSettings(_Section):
 class SelectionWeights(_Section):
     """Weights of the attempt score; normalized by their sum, so only their ratios matter."""
 
-    coverage: float = Field(0.4, ge=0, description="Weight of test coverage of the changed code (0..1).")
-    tests_passed: float = Field(0.3, ge=0, description="Weight of the share of tests that passed.")
-    code_quality: float = Field(0.2, ge=0, description="Weight of code quality (ruff findings per changed line).")
-    speed: float = Field(0.1, ge=0, description="Weight of speed (fastest attempt = 1).")
+    coverage: float = Field(0.4, ge=0, le=1000, description="Weight of test coverage of the changed code (0..1).")
+    tests_passed: float = Field(0.3, ge=0, le=1000, description="Weight of the share of tests that passed.")
+    code_quality: float = Field(0.2, ge=0, le=1000,
+                                description="Weight of code quality (ruff findings per changed line).")
+    speed: float = Field(0.1, ge=0, le=1000, description="Weight of speed (fastest attempt = 1).")
 
 
 class SelectionSettings(_Section):
@@ -113,7 +122,7 @@ class SelectionSettings(_Section):
 
     weights: SelectionWeights = Field(default_factory=SelectionWeights,
                                       description="Weights of coverage, tests passed, quality and speed.")
-    consensus_top_k: int = Field(3, ge=1, description="How many top attempts must agree for consensus.")
+    consensus_top_k: int = Field(3, ge=1, le=100, description="How many top attempts must agree for consensus.")
     consensus_threshold: float = Field(0.7, ge=0, le=1,
                                        description="Share of shared test inputs on which they must agree.")
     coverage_floor: float = Field(0.95, ge=0, le=1, description="Least coverage a winner needs to ship.")
@@ -122,9 +131,9 @@ class SelectionSettings(_Section):
 class RateLimit(_Section):
     """One model tier's API rate limits (per organisation and model class)."""
 
-    rpm: int = Field(..., gt=0, description="Requests per minute.")
-    input_tpm: int = Field(..., gt=0, description="Input tokens per minute (input + cache writes; cache reads do not count).")
-    output_tpm: int = Field(..., gt=0, description="Output tokens per minute.")
+    rpm: int = Field(..., gt=0, le=10**9, description="Requests per minute.")
+    input_tpm: int = Field(..., gt=0, le=10**12, description="Input tokens per minute (input + cache writes; cache reads do not count).")
+    output_tpm: int = Field(..., gt=0, le=10**12, description="Output tokens per minute.")
 
 
 def _default_rate_limits() -> dict[str, RateLimit]:
@@ -135,9 +144,9 @@ def _default_rate_limits() -> dict[str, RateLimit]:
 class SimulationSettings(_Section):
     """Limits and budget the what-if simulator checks projections against."""
 
-    calibration_days: float = Field(30.0, gt=0, description="Days of recorded history the simulator calibrates on.")
-    monthly_budget_usd: float = Field(500.0, gt=0, description="Monthly spend (models + sandboxes) that must not be exceeded.")
-    e2b_concurrency_limits: dict[str, int] = Field(
+    calibration_days: float = Field(30.0, gt=0, le=36_500, description="Days of recorded history the simulator calibrates on.")
+    monthly_budget_usd: float = Field(500.0, gt=0, le=1e12, description="Monthly spend (models + sandboxes) that must not be exceeded.")
+    e2b_concurrency_limits: dict[str, Annotated[int, Field(ge=1, le=100_000)]] = Field(
         default_factory=lambda: {"hobby": 20, "pro": 100},
         description="Concurrent E2B sandboxes per plan; projected peak sandbox concurrency is checked against each.")
     rate_limits: dict[str, RateLimit] = Field(
@@ -146,9 +155,9 @@ class SimulationSettings(_Section):
     postgres_url: str | None = Field(
         None, description="PostgreSQL whose max_connections and open connections are read ('${VAR}' allowed); "
                           "unset or unreachable: the two settings below are used.")
-    postgres_max_connections: int = Field(100, gt=0, description="max_connections when the server cannot be asked.")
-    postgres_base_connections: int = Field(5, ge=0, description="Connections in use besides agents when the server cannot be asked.")
-    postgres_connections_per_agent: float = Field(1.0, ge=0, description="Connections one busy agent holds.")
+    postgres_max_connections: int = Field(100, gt=0, le=1_000_000, description="max_connections when the server cannot be asked.")
+    postgres_base_connections: int = Field(5, ge=0, le=1_000_000, description="Connections in use besides agents when the server cannot be asked.")
+    postgres_connections_per_agent: float = Field(1.0, ge=0, le=1000, description="Connections one busy agent holds.")
     near_limit_share: float = Field(0.8, gt=0, lt=1, description="Share of a limit from which it is reported as near.")
     quality_risk_tolerance: float = Field(
         0.02, ge=0, le=1, description="Extra expected failure rate a cheaper routing mix may add and still be recommended.")
@@ -167,7 +176,7 @@ class SmokeCheck(_Section):
     url: str | None = Field(None, description="URL to GET ('${VAR}' and '{staging_url}' are expanded).")
     expect_status: int = Field(200, ge=100, le=599, description="HTTP status the URL must answer with.")
     command: str | None = Field(None, description="Shell command that must exit 0 (runs in a checkout of the winner).")
-    timeout_s: float = Field(30.0, gt=0, description="How long the check may take; a URL is retried until then.")
+    timeout_s: float = Field(30.0, gt=0, le=_DAY_S, description="How long the check may take; a URL is retried until then.")
 
     @model_validator(mode="after")
     def _one_kind(self) -> SmokeCheck:
@@ -195,11 +204,11 @@ class AutopilotSettings(_Section):
     The coverage a winner needs is ``selection.coverage_floor``.
     """
 
-    attempts: int = Field(15, ge=1, description="Attempts per feature.")
-    iterations: int = Field(2, ge=1, description="Rounds of attempts per feature: when no attempt of a round "
+    attempts: int = Field(15, ge=1, le=1000, description="Attempts per feature.")
+    iterations: int = Field(2, ge=1, le=100, description="Rounds of attempts per feature: when no attempt of a round "
                             "passes, its failures are learned and the next round gets them as known pitfalls.")
-    workers: int | None = Field(None, ge=1, description="Attempts at once (None: the runner's default).")
-    max_features: int = Field(12, ge=1, description="Most features a goal may be decomposed into.")
+    workers: int | None = Field(None, ge=1, le=1024, description="Attempts at once (None: the runner's default).")
+    max_features: int = Field(12, ge=1, le=1000, description="Most features a goal may be decomposed into.")
     decompose_tier: str | None = Field(None, description="Model tier of the decomposition call (None: routed).")
     escalate_to: str | None = Field(None, description="Tier ladder ceiling: a feature starts at its routed tier "
                                     "and moves one tier up while no attempt passes, up to this tier (None: off).")
@@ -211,7 +220,7 @@ class AutopilotSettings(_Section):
                                     "the staging command wins).")
     production_command: str | None = Field(None, description="Shell command deploying the approved winner "
                                            "to production (None: approval deploys nothing).")
-    command_timeout_s: float = Field(900.0, gt=0, description="Longest a deploy command may run.")
+    command_timeout_s: float = Field(900.0, gt=0, le=_DAY_S, description="Longest a deploy command may run.")
     smoke_checks: list[SmokeCheck] = Field(default_factory=list, description="Checks run after the staging deploy.")
     sla_gate: SLAGateSettings | None = Field(None, description="Freshness gate before each deploy (None: no gate).")
     notify_channel: str | None = Field(None, description="Slack channel of the approval request (None: slack.channel).")

@@ -60,3 +60,22 @@ def test_expand_env_names_missing_variable(monkeypatch: pytest.MonkeyPatch) -> N
     assert expand_env("${FF_NOPE:-fallback}") == "fallback"
     with pytest.raises(MissingEnvError, match="FF_NOPE_AT_ALL"):
         expand_env("http://${FF_NOPE_AT_ALL}/api")
+
+
+@pytest.mark.parametrize("text, key, line, problem", [
+    ("store:\n  batch_size: 0\n", "store.batch_size", 2, "greater than or equal to 1"),
+    ("store:\n  lock_timeout_s: .inf\n", "store.lock_timeout_s", 2, "finite number"),
+    ("sla:\n  check_timeout_s: -1\n", "sla.check_timeout_s", 2, "greater than 0"),
+    ("models:\n  max_retries: 1000000\n", "models.max_retries", 2, "less than or equal to 20"),
+    ("selection:\n  weights:\n    speed: .nan\n", "selection.weights.speed", 3, "finite number"),
+    ("simulation:\n  e2b_concurrency_limits:\n    hobby: 0\n", "simulation.e2b_concurrency_limits.hobby", 3,
+     "greater than or equal to 1"),
+    ("autopilot:\n  command_timeout_s: 1000000000\n", "autopilot.command_timeout_s", 2, "less than or equal to 86400"),
+])
+def test_numbers_out_of_range_name_file_line_and_key(tmp_path: Path, text: str, key: str, line: int,
+                                                     problem: str) -> None:
+    cfg = tmp_path / "ff.yaml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg)
+    assert str(info.value).startswith(f"{cfg}:{line}: {key}: ") and problem in str(info.value)

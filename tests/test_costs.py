@@ -180,3 +180,70 @@ def test_cost_analyze_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsy
     assert out["malformed_lines"] == [{"file": str(log), "line": 2, "error": "a line must be one JSON object"}]
     assert cli.main(["cost", "analyze", str(tmp_path / "missing.jsonl")]) == 2
     assert "missing.jsonl" in capsys.readouterr().err
+
+
+_GOOD = {"model": "claude-sonnet-4-5", "agent": "ops-bot", "task": "list open incidents",
+         "input_tokens": 1000, "output_tokens": 100}
+
+
+@pytest.mark.parametrize("bad, error", [
+    ('{"timestamp": 1e20, "model": "claude-sonnet-4-5", "input_tokens": 1}', "timestamp"),
+    ('{"timestamp": Infinity, "model": "claude-sonnet-4-5", "input_tokens": 1}', "timestamp"),
+    ('{"timestamp": NaN, "model": "claude-sonnet-4-5", "input_tokens": 1}', "timestamp"),
+    ('{"timestamp": "2026-03-30T12:00:00Z", "model": "claude-sonnet-4-5", "input_tokens": Infinity}',
+     "usage.input_tokens"),
+    ('{"timestamp": "2026-03-30T12:00:00Z", "model": "claude-sonnet-4-5", "output_tokens": 1' + "0" * 400 + "}",
+     "usage.output_tokens"),
+    ('{"timestamp": "2026-03-30T12:00:00Z", "model": "claude-sonnet-4-5", "agent": ["a", "b"]}', "agent"),
+    ('{"timestamp": "2026-03-30T12:00:00Z", "model": "claude-sonnet-4-5", "agent": {"name": "a"}}', "agent"),
+    ('{"timestamp": "2026-03-30T12:00:00Z", "model": "claude-sonnet-4-5", "agent": 7}', "agent"),
+    ("[" * 5000 + "]" * 5000, "nested"),
+    ('{"timestamp": "2026-03-30T12:00:00Z", "model": "claude-sonnet-4-5", "task": "' + "x" * (2 << 20) + '"}',
+     "longer than"),
+], ids=["time-1e20", "time-inf", "time-nan", "tokens-inf", "tokens-10**400", "agent-list", "agent-object",
+        "agent-number", "deep", "long-line"])
+def test_hostile_log_lines_are_listed_as_malformed_and_the_rest_analysed(
+        tmp_path: Path, pricing: Pricing, capsys: pytest.CaptureFixture[str], bad: str, error: str) -> None:
+    good = json.dumps({"timestamp": (NOW - dt.timedelta(days=1)).isoformat(), **_GOOD})
+    log = tmp_path / "calls.jsonl"
+    log.write_text(f"{good}\n{bad}\n{good}\n")
+    result = analyze_costs(None, [log], days=30, now=NOW, pricing=pricing)
+    assert result.calls == 2
+    [malformed] = result.malformed_lines
+    assert malformed["file"] == str(log) and malformed["line"] == 2 and error in malformed["error"]
+    assert len(malformed["error"]) < 500
+    assert cli.main(["cost", "analyze", str(log), "--no-store", "--days", "36500", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["calls"] == 2 and [m["line"] for m in out["malformed_lines"]] == [2]
+
+
+@pytest.mark.parametrize("argv", [
+    ["cost", "analyze", "--days", "1e10"], ["cost", "analyze", "--days", "nan"], ["cost", "analyze", "--days", "inf"],
+])
+def test_days_out_of_range_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                     argv: list[str]) -> None:
+    code = cli.main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and "--days must be above 0 and at most 36500" in err and "Traceback" not in err
+
+
+def test_null_token_columns_in_llm_calls_are_counted_as_zero(store: Store, pricing: Pricing) -> None:
+    from fibreflow.costs.report import load_cost_report
+    from fibreflow.models.client import insert_calls
+
+    at = NOW - dt.timedelta(hours=1)
+    insert_calls(store, [
+        {"call_id": "a", "agent": "ops-bot", "tier": "sonnet", "model": "claude-sonnet-4-5", "status": "ok",
+         "input_tokens": 1000, "output_tokens": None, "cache_creation_input_tokens": None,
+         "cache_read_input_tokens": None, "cost_usd": 0.003, "created_at": at, "task_text": "Is nginx up?"},
+        {"call_id": "b", "agent": None, "tier": None, "model": "claude-sonnet-4-5", "status": "ok",
+         "input_tokens": None, "output_tokens": 100, "cache_creation_input_tokens": None,
+         "cache_read_input_tokens": None, "cost_usd": None, "created_at": at},
+    ])
+    result = analyze_costs(store, days=7, now=NOW, pricing=pricing)
+    unpriced = pricing.price_usage("claude-sonnet-4-5", {"output_tokens": 100})  # no recorded cost: priced now
+    assert result.calls == 2 and result.current_cost == pytest.approx(0.003 + unpriced)
+    report = load_cost_report(days=7, db_path=store.path, now=NOW)
+    assert len(report.calls) == 2
+    assert sorted(report.calls["input_tokens"]) == [0, 1000] and sorted(report.calls["output_tokens"]) == [0, 100]
+    assert report.model_cost == pytest.approx(0.003 + unpriced)

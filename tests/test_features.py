@@ -96,3 +96,38 @@ def test_yaml_feature_lists_work_too(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"feature #2 \('b'\): field 'description'") as info:
         FeatureList.load(path)
     assert info.value.line == 5
+
+
+def _chain(n: int) -> list[dict[str, object]]:
+    return [{"id": f"f{i}", "description": f"step {i}", "dependencies": [f"f{i - 1}"] if i else []}
+            for i in range(n)]
+
+
+def test_a_3000_feature_chain_loads_in_order_and_a_cycle_in_it_is_named(tmp_path: Path) -> None:
+    fl = FeatureList.load(_write(tmp_path, _chain(3000)))
+    assert len(fl) == 3000
+    assert [f.id for f in fl.ordered()] == [f"f{i}" for i in range(3000)]
+    looped = _chain(3000)
+    looped[0]["dependencies"] = ["f2999"]  # f0 -> f2999 -> f2998 -> ... -> f1 -> f0
+    with pytest.raises(RunnerError, match=r"dependency cycle in the feature list: f0 -> f2999 -> f2998 -> .*"
+                                          r"\(2985 more\).* -> f1 -> f0$"):
+        FeatureList.load(_write(tmp_path, looped, "looped.json"))
+
+
+def test_over_deep_json_is_a_usage_error_naming_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from fibreflow.cli import main
+
+    deep = _write(tmp_path, '{"features": [{"description": "x", "notes": ' + "[" * 5000 + "]" * 5000 + "}]}")
+    with pytest.raises(ConfigError, match="nested more than 100 levels deep") as info:
+        FeatureList.load(deep)
+    assert info.value.path == str(deep)
+    code = main(["build", str(deep), "--repo", str(tmp_path), "--agent-command", "true"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{deep}: malformed JSON: nested more than 100 levels deep" in err
+    assert "Traceback" not in err
+
+
+def test_a_goal_longer_than_a_file_name_is_a_goal() -> None:
+    goal = "Add a --version flag to the CLI that prints the package version and exits 0. " * 5
+    assert len(goal) > 255 and "/" not in goal
+    assert load_features(goal).goal == goal.strip()

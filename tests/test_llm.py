@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 
 import pytest
 
+from fibreflow.clock import NO_DEADLINE, Deadline
 from fibreflow.config import ModelsSettings, Settings
 from fibreflow.errors import ConfigError, LLMError
-from fibreflow.models.client import MISSING_KEY, LLMClient
+from fibreflow.models.client import DEADLINE_EXCEEDED, MISSING_KEY, LLMClient
 from fibreflow.models.pricing import Pricing
 from fibreflow.models.scripted import ScriptedServer
 from fibreflow.store import Store
@@ -147,3 +149,64 @@ def test_an_unpriced_tier_model_fails_before_any_request(store: Store) -> None:
         with pytest.raises(ConfigError, match=r"unknown model 'claude-haiku-9'.*pricing\.yaml"):
             llm.create_message(messages=ASK, max_tokens=10, tier="haiku")
         assert server.request_count == 0
+
+
+def test_deadline_counts_down_and_the_sooner_one_wins() -> None:
+    assert NO_DEADLINE.remaining_s() is None and not NO_DEADLINE.expired and NO_DEADLINE.cap(7.0) == 7.0
+    soon, late = Deadline.after(0.0), Deadline.after(3600)
+    assert soon.expired and soon.cap(5.0) == 0.0 and soon.describe() == "time limit of 0s"
+    assert not late.expired and 3500 < (late.remaining_s() or 0) <= 3600 and late.cap(5.0) == 5.0
+    assert late.earliest(soon) is soon and soon.earliest(late) is soon and late.earliest(None) is late
+    assert NO_DEADLINE.earliest(late) is late and Deadline.after(None) == NO_DEADLINE
+
+
+def test_a_deadline_cuts_the_try_and_no_retry_follows(store: Store) -> None:
+    # the server never answers in time; 10 s per try and 2 retries would hold the call ~30 s
+    with ScriptedServer({"default": "late"}, latency_s=1000) as server, \
+            client(store, server, timeout_s=10, max_retries=2) as llm:
+        started = time.monotonic()
+        with pytest.raises(LLMError) as err:
+            llm.create_message(messages=ASK, max_tokens=100, deadline=Deadline.after(1.5))
+        assert time.monotonic() - started < 1.5 + 5  # the deadline holds
+        assert server.request_count == 1  # no retry after the deadline
+    assert err.value.error_type == DEADLINE_EXCEEDED and err.value.tries == 1
+    assert "deadline exceeded (time limit of 1.5s ran out during the try)" in str(err.value)
+    [row] = rows(store)
+    assert row["status"] == "deadline_exceeded" and row["error"].startswith("deadline exceeded: no answer within")
+
+
+def test_retry_sleeps_stop_at_the_deadline(store: Store) -> None:
+    # retry-after asks for 30 s, more than the deadline leaves: the call stops instead of sleeping
+    with ScriptedServer({"errors": [{"status": 529, "times": 10, "retry_after": 30}]}) as server, \
+            client(store, server, max_retries=4) as llm:
+        started = time.monotonic()
+        with pytest.raises(LLMError, match=r"stopped after 1 tries: deadline exceeded .*529 overloaded") as err:
+            llm.create_message(messages=ASK, max_tokens=100, deadline=Deadline.after(3))
+        assert time.monotonic() - started < 3 + 5 and server.request_count == 1
+    assert (err.value.error_type, err.value.status_code) == (DEADLINE_EXCEEDED, 529)
+    [row] = rows(store)
+    assert row["status"] == "overloaded" and "deadline exceeded: no retry" in row["error"]
+    # retries that fit in the deadline still happen
+    with ScriptedServer({"errors": [{"status": 529, "times": 2}], "default": "ok"}) as server, \
+            client(store, server) as llm:
+        assert llm.create_message(messages=ASK, max_tokens=100, deadline=Deadline.after(60)).content[0].text == "ok"
+        assert server.request_count == 3
+    with ScriptedServer({"default": "ok"}) as server, client(store, server) as llm:
+        with pytest.raises(LLMError, match="ran out before try 1 was sent"):
+            llm.create_message(messages=ASK, max_tokens=100, deadline=Deadline.after(0))
+        assert server.request_count == 0
+
+
+def test_the_offline_setting_sends_no_call_to_the_network(store: Store) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setblocking(False)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        # a real-looking key and a base URL: offline still means no network to any model API
+        with LLMClient(store=store, settings=settings(offline=True, base_url=url), api_key=KEY) as llm:
+            assert llm.is_scripted and url not in llm.describe()
+            assert "scripted" in llm.create_message(messages=ASK, max_tokens=50).content[0].text
+        with LLMClient(store=store, settings=settings(offline=True, base_url=url)) as llm:  # no key needed
+            assert llm.is_scripted
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody connected
+    assert [r["status"] for r in rows(store)] == ["ok"]

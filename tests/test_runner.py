@@ -210,3 +210,85 @@ def test_notebook_progress_widget_follows_events() -> None:
     assert widget.label.value.startswith("3/5  passed 2  failed 1")
     widget(ProgressEvent("run_finished", "r1", 5, 5, 3, 2, 0, 4.0, status="failed"))
     assert widget.bar.bar_style == "danger" and "(failed)" in widget.label.value
+
+
+REAL_LOOKING_KEY = "sk-ant-api03-" + "q7" * 40 + "-AAAAAAAA"
+
+
+def _demo(tmp_path: Path) -> tuple[Path, Path]:
+    """The demo repository and its one-feature list."""
+    from fibreflow.models.scripts import DEMO_FEATURE, write_demo_repo
+
+    features = tmp_path / "features.json"
+    features.write_text(json.dumps([DEMO_FEATURE]))
+    return write_demo_repo(tmp_path / "demo"), features
+
+
+def _config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **models: object) -> None:
+    """A config file in force whose ``models`` section is ``models``."""
+    config = tmp_path / "fibreflow.yaml"
+    config.write_text(json.dumps({"models": models}))  # JSON is YAML
+    monkeypatch.setenv("FIBREFLOW_CONFIG", str(config))
+
+
+def test_offline_build_sends_no_model_call_to_the_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    from fibreflow.store import Store
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # records any connection in its backlog
+        listener.setblocking(False)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        repo, features = _demo(tmp_path)
+        _config(tmp_path, monkeypatch, base_url=url, timeout_s=2, max_retries=0)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", REAL_LOOKING_KEY)
+        code = main(["build", str(features), "--repo", str(repo), "--agent", "claude", "--offline",
+                     "--agent-script", "demo_feature", "--json", "--no-progress"])
+        out = json.loads(capsys.readouterr().out)
+        assert code == 0 and out["passed"] is True, out  # the scripted conversation fixed the feature
+        # models.offline does the same, and needs no key
+        monkeypatch.delenv("ANTHROPIC_API_KEY")
+        _config(tmp_path, monkeypatch, base_url=url, offline=True, timeout_s=2, max_retries=0)
+        code = main(["build", str(features), "--repo", str(repo), "--agent", "claude", "--agent-script",
+                     "demo_feature", "--json", "--no-progress"])
+        second = json.loads(capsys.readouterr().out)
+        assert code == 0 and second["passed"] is True, second
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nothing ever connected to models.base_url
+    calls = Store(os.environ["FIBREFLOW_DB"]).query_df(
+        "SELECT run_id, status FROM llm_calls ORDER BY created_at").to_dict("records")
+    assert {c["run_id"] for c in calls} == {out["run_id"], second["run_id"]} and len(calls) == 8
+    assert {c["status"] for c in calls} == {"ok"}  # four scripted turns per build
+
+    _config(tmp_path, monkeypatch, base_url=url)
+    assert main(["build", str(features), "--repo", str(repo), "--agent", "claude",
+                 "--agent-script", "demo_feature"]) == 2
+    assert "--agent-script is the scripted model's conversation: it needs --offline" in capsys.readouterr().err
+
+
+def test_agent_timeout_is_the_claude_attempts_deadline(store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from fibreflow.agents import AttemptLimits
+    from fibreflow.agents.claude import ClaudeAgent
+    from fibreflow.models.scripted import ScriptedServer
+
+    # a model that never answers; 10 s per try and 2 retries would hold each attempt ~30 s
+    with ScriptedServer({"default": "too late"}, latency_s=1000) as server:
+        repo, features = _demo(tmp_path)
+        _config(tmp_path, monkeypatch, base_url=server.base_url, timeout_s=10, max_retries=2, backoff_base_s=0.01)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", REAL_LOOKING_KEY)
+        code = main(["build", str(features), "--repo", str(repo), "--agent", "claude", "--agent-timeout", "2",
+                     "--json", "--no-progress"])
+        out = json.loads(capsys.readouterr().out)
+        assert code == 1 and server.request_count == 1  # no retry after the deadline
+        # the runner's AttemptLimits make the same deadline for an agent given no timeout of its own
+        with ClaudeAgent(store=store) as agent:
+            result = ParallelRunner(store, repo, agent=agent, limits=AttemptLimits(timeout_s=2)).run(
+                FeatureList.load(features))
+        assert server.request_count == 2
+    errors = store.query_df("SELECT run_id, status, error FROM attempts ORDER BY started_at").to_dict("records")
+    assert [(e["run_id"], e["status"]) for e in errors] == [(out["run_id"], "failed"), (result.run_id, "failed")]
+    for e in errors:
+        assert e["error"].startswith("deadline exceeded: the attempt's time limit of 2s was reached: "), e["error"]
+    assert "very" not in str(errors) and REAL_LOOKING_KEY not in str(errors)

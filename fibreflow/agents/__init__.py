@@ -16,7 +16,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from fibreflow.clock import utc_now
+from fibreflow.clock import Deadline, utc_now
 from fibreflow.errors import AgentError
 
 if TYPE_CHECKING:
@@ -44,7 +44,12 @@ class AttemptLimits:
 
 @dataclass(frozen=True)
 class AttemptTask:
-    """Everything an agent is told about one attempt at one feature."""
+    """Everything an agent is told about one attempt at one feature.
+
+    ``deadline`` is the attempt's one deadline, made by the runner (``run_attempt``) from
+    ``limits.timeout_s`` when the agent starts; agents pass it on to every model call. ``None``
+    (a task built by hand): the agent makes it from ``limits.timeout_s`` when it starts.
+    """
 
     run_id: str
     feature_id: str
@@ -56,6 +61,7 @@ class AttemptTask:
     tier: str | None = None
     learnings: list[str] = field(default_factory=list)
     limits: AttemptLimits = field(default_factory=AttemptLimits)
+    deadline: Deadline | None = None
 
     def prompt(self) -> str:
         """The task as markdown: the feature, how it is tested, and the patterns learned so far."""

@@ -8,20 +8,26 @@ time limit is reached or replies keep being cut at ``max_tokens`` (``limit``, wi
 named), when the model stops answering usefully (``failed``: empty replies, a refusal), or when
 a model call fails for good (``error``: retries exhausted, timeout). Every ending keeps the
 transcript. Tokens count every kind: fresh input, cache writes, cache reads and output.
+
+The attempt's time limit is one ``Deadline`` (the task's, from the runner, tightened by the
+agent's own ``timeout_s``): it bounds every tool command and goes into every model call, whose
+tries and retry sleeps the client cuts to the time left; when it runs out, during a call or
+between turns, the attempt ends as ``limit`` with a reason that starts "deadline exceeded".
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fibreflow.agents import AttemptOutcome, AttemptStatus, AttemptTask
 from fibreflow.agents.tools import NATIVE_TOOL_SPECS, TOOL_SPECS, SandboxTools
+from fibreflow.clock import Deadline
 from fibreflow.config import TIERS
 from fibreflow.errors import AgentError, FibreflowError, LLMError, SandboxError
+from fibreflow.models.client import DEADLINE_EXCEEDED
 
 if TYPE_CHECKING:
     from fibreflow.models.client import LLMClient
@@ -61,10 +67,10 @@ class _Budget:
     max_turns: int
     max_tokens: int
     max_cost_usd: float
-    deadline: float | None  # time.monotonic() value
+    deadline: Deadline
 
     def remaining_s(self) -> float | None:
-        return None if self.deadline is None else self.deadline - time.monotonic()
+        return self.deadline.remaining_s()
 
 
 def _tighter(a: float | None, b: float | None) -> Any:
@@ -76,7 +82,8 @@ class ClaudeAgent:
 
     ``tier`` overrides the router (and the runner's escalation tier); ``offline=True`` uses the
     scripted model, with ``script`` (a shipped name such as ``"demo_feature"`` or a file) as its
-    conversation. Limits are per attempt; the task's ``AttemptLimits`` can only tighten them.
+    conversation. Limits are per attempt (``timeout_s``: seconds, ``None`` for none); the task's
+    ``AttemptLimits`` and deadline can only tighten them.
     """
 
     name = "claude"
@@ -85,13 +92,15 @@ class ClaudeAgent:
                  script: str | Path | None = None, max_turns: int = 30, max_tokens_per_attempt: int = 2_000_000,
                  max_cost_usd: float = 3.0, max_tokens_per_reply: int = 8192, max_cut_replies: int = 2,
                  command_timeout_s: float = 300.0, max_output_chars: int = 12_000, native_tools: bool = False,
-                 store: Store | None = None) -> None:
+                 timeout_s: float | None = None, store: Store | None = None) -> None:
         if tier is not None and tier not in TIERS:
             raise AgentError(f"unknown tier {tier!r} for the claude agent (known: {', '.join(TIERS)})")
         for label, value in (("max_turns", max_turns), ("max_tokens_per_attempt", max_tokens_per_attempt),
                              ("max_tokens_per_reply", max_tokens_per_reply), ("max_cost_usd", max_cost_usd)):
             if value <= 0:
                 raise AgentError(f"claude agent: {label} must be positive, got {value}")
+        if timeout_s is not None and not timeout_s > 0:
+            raise AgentError(f"claude agent: timeout_s must be positive, got {timeout_s}")
         if script is not None and client is None and not offline:
             raise AgentError("claude agent: script= is the scripted model's conversation; it needs offline=True")
         if client is None:
@@ -105,7 +114,7 @@ class ClaudeAgent:
             self._owns_client = False
         self.client = client
         self.tier = tier
-        self.max_turns, self.max_cost_usd = max_turns, max_cost_usd
+        self.max_turns, self.max_cost_usd, self.timeout_s = max_turns, max_cost_usd, timeout_s
         self.max_tokens_per_attempt = max_tokens_per_attempt
         self.max_tokens_per_reply, self.max_cut_replies = max_tokens_per_reply, max_cut_replies
         self.command_timeout_s, self.max_output_chars = command_timeout_s, max_output_chars
@@ -155,11 +164,10 @@ class ClaudeAgent:
         """One attempt at ``task`` in ``sandbox``; never raises for what happens inside the attempt."""
         outcome = AttemptOutcome(status="error")
         limits = task.limits
-        timeout = limits.timeout_s
+        deadline = (task.deadline or Deadline.after(limits.timeout_s)).earliest(Deadline.after(self.timeout_s))
         budget = _Budget(_tighter(self.max_turns, limits.max_turns),
                          _tighter(self.max_tokens_per_attempt, limits.max_tokens),
-                         _tighter(self.max_cost_usd, limits.max_cost_usd),
-                         None if timeout is None else time.monotonic() + timeout)
+                         _tighter(self.max_cost_usd, limits.max_cost_usd), deadline)
         system = self.system_prompt(task, max_turns=budget.max_turns, max_cost_usd=budget.max_cost_usd)
         first = self.first_message(task)
         outcome.transcript += [{"role": "system", "content": system}, {"role": "user", "content": first}]
@@ -171,7 +179,10 @@ class ClaudeAgent:
             outcome.status, outcome.error = end.status, end.reason
             outcome.summary = end.summary or outcome.summary
         except LLMError as exc:
-            outcome.status, outcome.error = "error", f"model call failed: {exc}"
+            if exc.error_type == DEADLINE_EXCEEDED:  # the call stopped at the attempt's deadline
+                outcome.status, outcome.error = "limit", f"{_deadline_reason(deadline)}: {exc}"
+            else:
+                outcome.status, outcome.error = "error", f"model call failed: {exc}"
         except SandboxError as exc:
             outcome.status, outcome.error = "error", f"sandbox failed: {exc}"
         except FibreflowError as exc:
@@ -194,7 +205,8 @@ class ClaudeAgent:
             message = self.client.create_message(
                 messages=_with_breakpoint(messages), system=[{"type": "text", "text": system, "cache_control": _CACHE}],
                 tools=self.tool_specs, max_tokens=self.max_tokens_per_reply, tier=tier,
-                task_text=task.description, agent=self.name, run_id=task.run_id, attempt_id=task.attempt_id)
+                task_text=task.description, agent=self.name, run_id=task.run_id, attempt_id=task.attempt_id,
+                deadline=budget.deadline)
             call = self.client.last_call
             content = [block.model_dump(mode="json", exclude_none=True) for block in message.content]
             outcome.turns += 1
@@ -256,9 +268,12 @@ class ClaudeAgent:
 
     @staticmethod
     def _check_time(budget: _Budget) -> None:
-        left = budget.remaining_s()
-        if left is not None and left <= 0:
-            raise _Ended("limit", "time limit of the attempt reached")
+        if budget.deadline.expired:
+            raise _Ended("limit", _deadline_reason(budget.deadline))
+
+
+def _deadline_reason(deadline: Deadline) -> str:
+    return f"deadline exceeded: the attempt's {deadline.describe()} was reached"
 
 
 def _result(tool_use_id: str, text: str, is_error: bool) -> dict[str, Any]:

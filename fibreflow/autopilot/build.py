@@ -43,7 +43,7 @@ class AgentFactory:
             agent = get_agent("command", command=o.agent_command, timeout=o.agent_timeout)
         elif name == "claude":
             extra = {"script": o.agent_script} if o.agent_script else {}
-            agent = get_agent("claude", offline=o.offline, store=self.store, **extra)
+            agent = get_agent("claude", offline=o.offline, store=self.store, timeout_s=o.agent_timeout, **extra)
         else:
             agent = get_agent(name)
         self.made.append(agent)

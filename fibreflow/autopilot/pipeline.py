@@ -95,7 +95,8 @@ def run_autopilot(goal: str | None = None, options: AutopilotOptions | None = No
     root = gitrepo.repo_root(repo)
     ref, base = gitrepo.head(root)
     needs_model = options.agent == "claude" or options.features_path is None  # the agent, or the decomposition
-    if needs_model and not options.offline and not os.environ.get("ANTHROPIC_API_KEY"):
+    offline = options.offline or settings.models.offline
+    if needs_model and not offline and not os.environ.get("ANTHROPIC_API_KEY"):
         from fibreflow.models.client import MISSING_KEY
 
         raise ConfigError(MISSING_KEY + " (or give a feature list and a command agent)", key="ANTHROPIC_API_KEY")
@@ -144,6 +145,7 @@ def resume_autopilot(run_id: str, *, store: Store | None = None, settings: Setti
 
     log.claim(("running", "failed", "awaiting_approval"), "running", what="resume", check=not_live,
               owner_pid=os.getpid(), error=None)
+    log.close_stale_steps()  # tries a killed process left "running": this process owns the run now
     return _drive(Context(store, settings, log, log.get(), echo, progress, agent))
 
 

@@ -52,7 +52,7 @@ def run_summary(store: Store, run_id: str) -> dict[str, Any]:
             "learnings_shown": len(build.detail.get("learnings_shown", [])) if build else 0,
             "patterns_stored": len(build.detail.get("patterns_stored", [])) if build else 0})
     staging, smoke, notify = by.get("deploy:staging"), by.get("smoke"), by.get("notify")
-    failed = next((s for s in steps if s.status in ("failed", "running", "interrupted")), None)
+    failed = next((s for s in steps if s.status in ("failed", "running", "interrupted", "crashed")), None)
     diff = None
     commits = [f["commit"] for f in features if f["commit"]]
     if commits:

@@ -2,9 +2,10 @@
 
 Every try of every step is one ``autopilot_steps`` row: inserted as ``running`` before the step
 starts, updated with its outcome (``completed``, ``skipped``, ``failed``, ``interrupted``) and
-detail when it ends. A process killed mid-step leaves its row ``running``; resuming runs each
-step whose latest try did not complete and reuses the recorded detail of those that did, so
-nothing completed is done twice. State changes go through :meth:`RunLog.claim`, a compare-and-
+detail when it ends. A process killed mid-step leaves its row ``running``; resuming first marks
+such rows ``crashed`` (``RunLog.close_stale_steps``: the run's owner is gone by then), then runs
+each step whose latest try did not complete and reuses the recorded detail of those that did, so
+nothing completed is done twice and no row says ``running`` that is not. State changes go through :meth:`RunLog.claim`, a compare-and-
 set under the store's write lock, so two ``approve`` calls cannot both deploy.
 """
 
@@ -142,6 +143,19 @@ class RunLog:
         return str(state)
 
     # -- steps ----------------------------------------------------------------------------
+
+    def close_stale_steps(self) -> int:
+        """Mark ``crashed`` the step tries left ``running`` by a process that died mid-step; returns
+        how many. Call it only while this process owns the run (after a successful ``claim``)."""
+        now = utc_now()
+        with self.store.connect(write=True) as con:
+            found = con.execute("SELECT count(*) FROM autopilot_steps WHERE run_id = ? AND status = 'running'",
+                                [self.run_id]).fetchone()
+            con.execute("UPDATE autopilot_steps SET status = 'crashed', ended_at = ?, "
+                        "error = coalesce(error, 'the process running this step ended without recording how; "
+                        "noticed when the run was resumed') WHERE run_id = ? AND status = 'running'",
+                        [now, self.run_id])
+        return int(found[0]) if found else 0
 
     def steps(self) -> list[StepRow]:
         """The latest try of every step, in the order steps were first started."""

@@ -2,7 +2,7 @@
 ``add_arguments(parser)`` and ``run(args) -> dict``; ``fibreflow.cli.bench`` finds and runs them.
 
 Benchmarks: ``store``, ``sla``, ``sandbox``, ``parallel``, ``router``, ``selection``, ``learning``,
-``escalation``, ``twin``.
+``escalation``, ``twin``, ``interrupt`` (Ctrl-C to exit of a build with 15 attempts running).
 
 Helpers (underscored, not benchmarks): ``_humaneval`` (tasks and samples), ``_testcases`` (a
 task's visible and generated tests), ``_harness`` (runs candidates against tests, stdlib only),

@@ -1,7 +1,9 @@
 """Local sandbox overhead: create -> `true` -> close on a small and a large git repository.
 
 Goal: p50 <= 25 ms for both, the large repository's p50 within 1.5x of the small one's, and
-nothing left behind (mounts, directories, processes, cgroups) after the loop.
+nothing left behind (mounts, directories, processes, cgroups) after the loop. Each sandbox has
+its disk limit (the ``quick`` profile's ``disk_mb`` on its own tmpfs) when this host allows it:
+``disk_limit`` says which.
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["iterations"] = args.iterations
     result["cleanup_drain_s"] = round(drain_s, 3)
     result["isolation"] = backend.mode
+    result["disk_limit"] = f"tmpfs {profile.disk_mb} MB" if backend.limit_disk else None
     result["goal_met"] = (result["small"]["p50_ms"] <= 25 and result["large"]["p50_ms"] <= 25
                           and result["large_to_small_p50"] <= 1.5 and not any(leaks.values()))
     return result

@@ -14,6 +14,7 @@ that breaks fails that attempt only, never the run.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from collections.abc import Callable, Mapping
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from fibreflow.agents import Agent, AttemptOutcome, AttemptTask
 from fibreflow.build.features import Feature
-from fibreflow.clock import utc_now
+from fibreflow.clock import Deadline, utc_now
 from fibreflow.errors import FibreflowError
 
 if TYPE_CHECKING:  # the manager imports the store; the runner hands a worker its manager
@@ -219,6 +220,8 @@ def run_attempt(manager: SandboxManager, record: Callable[[AgentAttempt], None],
 
     ``record(attempt)`` stores the finished attempt; the runner passes
     ``fibreflow.build.records.attempt_recorder``, so the ``attempts`` table keeps one writer.
+    The attempt's one ``Deadline`` starts when the agent does, from ``task.limits.timeout_s``,
+    and reaches the agent (and through it every model call) as ``task.deadline``.
     """
     result = AgentAttempt(task.feature_id, attempt_id=task.attempt_id, run_id=task.run_id,
                           attempt_index=task.attempt_index, iteration=task.iteration, tier=task.tier,
@@ -230,6 +233,8 @@ def run_attempt(manager: SandboxManager, record: Callable[[AgentAttempt], None],
     try:
         sandbox = manager.create_sandbox(task.feature_id, profile, attempt_id=task.attempt_id)
         result.sandbox_id = sandbox.id
+        if task.deadline is None:
+            task = dataclasses.replace(task, deadline=Deadline.after(task.limits.timeout_s))
         outcome = manager.execute_feature(sandbox, task, agent)
         result.agent_status, result.cost_usd = outcome.status, outcome.cost_usd
         found = manager.extract_results(sandbox, test_command=test_command)

@@ -72,17 +72,27 @@ class FeatureList:
 
     def ordered(self) -> list[Feature]:
         """Every feature after all of its dependencies; ties keep file order."""
-        done: set[str] = set()
-        remaining = list(self.features)
-        out: list[Feature] = []
-        while remaining:
-            ready = [f for f in remaining if all(d in done for d in f.dependencies)]
-            if not ready:  # validated at load time; kept as a guard for hand-built lists
-                raise RunnerError(f"dependency cycle: {' -> '.join(find_cycle(remaining) or [])}")
-            out += ready
-            done.update(f.id for f in ready)
-            remaining = [f for f in remaining if f.id not in done]
-        return out
+        # a feature's round is one after its latest dependency's (Kahn's algorithm: linear, no recursion)
+        deps = {f.id: set(f.dependencies) for f in self.features}
+        waiting = {fid: len(ds) for fid, ds in deps.items()}
+        dependents: dict[str, list[str]] = {}
+        for fid, ds in deps.items():
+            for dep in ds:
+                dependents.setdefault(dep, []).append(fid)
+        level = dict.fromkeys((fid for fid, n in waiting.items() if n == 0), 0)
+        ready = list(level)
+        while ready:
+            fid = ready.pop()
+            for child in dependents.get(fid, ()):
+                waiting[child] -= 1
+                if waiting[child] == 0:
+                    level[child] = 1 + max(level[d] for d in deps[child])
+                    ready.append(child)
+        if len(level) < len(deps):  # validated at load time; kept as a guard for hand-built lists
+            remaining = [f for f in self.features if f.id not in level]
+            raise RunnerError(f"dependency cycle: {_describe_cycle(find_cycle(remaining) or [])}")
+        position = {id(f): i for i, f in enumerate(self.features)}
+        return sorted(self.features, key=lambda f: (level[f.id], position[id(f)]))
 
     @classmethod
     def from_goal(cls, goal: str, *, test_command: str | None = None) -> FeatureList:
@@ -95,17 +105,12 @@ class FeatureList:
     @classmethod
     def load(cls, path: str | Path, *, test_command: str | None = None) -> FeatureList:
         """Parse a feature list file; every error names the file, line, feature and field."""
+        from fibreflow.yamlio import MAX_DEPTH, load_yaml, read_text
+
         p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError("feature list not found", path=str(p)) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read the feature list: {exc}", path=str(p)) from None
+        text = read_text(p, what="feature list")  # bounded size, UTF-8, errors name the file
         lines: Any = None
         if p.suffix.lower() in (".yaml", ".yml"):
-            from fibreflow.yamlio import load_yaml
-
             lines = load_yaml(p)
             data = lines.data
         else:
@@ -114,6 +119,12 @@ class FeatureList:
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"malformed JSON: {exc.msg} (column {exc.colno})", path=str(p),
                                   line=exc.lineno) from None
+            except RecursionError:
+                raise ConfigError(f"malformed JSON: nested more than {MAX_DEPTH} levels deep", path=str(p)) from None
+            except ValueError as exc:  # e.g. an integer of more digits than Python converts
+                raise ConfigError(f"malformed JSON: {exc}", path=str(p)) from None
+            if _depth_exceeds(data, MAX_DEPTH):
+                raise ConfigError(f"malformed JSON: nested more than {MAX_DEPTH} levels deep", path=str(p))
             lines = _line_index(p)
         return cls.from_data(data, source=str(p), lines=lines, test_command=test_command)
 
@@ -206,35 +217,51 @@ def _check_graph(features: list[Feature], prefix: tuple[Any, ...], fail: Any) ->
                 raise fail(f"feature #{i + 1} ({f.id!r}): unknown dependency {dep!r}", [*prefix, i])
     cycle = find_cycle(features)
     if cycle:
-        raise RunnerError(f"dependency cycle in the feature list: {' -> '.join(cycle)}")
+        raise RunnerError(f"dependency cycle in the feature list: {_describe_cycle(cycle)}")
+
+
+def _describe_cycle(cycle: Sequence[str], *, show: int = 8) -> str:
+    """``a -> b -> a``; a long cycle shows its first and last ``show`` steps and how many lie between."""
+    if len(cycle) <= 2 * show + 1:
+        return " -> ".join(cycle)
+    hidden = len(cycle) - 2 * show
+    return " -> ".join([*cycle[:show], f"... ({hidden} more)", *cycle[-show:]])
 
 
 def find_cycle(features: Sequence[Feature]) -> list[str] | None:
-    """One dependency cycle as ``[a, b, ..., a]``, or None."""
+    """One dependency cycle as ``[a, b, ..., a]``, or None. Iterative: a chain of any length is fine."""
     deps = {f.id: list(f.dependencies) for f in features}
     state: dict[str, int] = {}  # 1 = on the current path, 2 = finished
-    path: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        path.append(node)
-        for dep in deps.get(node, []):
-            if state.get(dep) == 1:
-                return path[path.index(dep):] + [dep]
-            if dep in deps and dep not in state:
-                found = visit(dep)
-                if found:
-                    return found
-        path.pop()
-        state[node] = 2
-        return None
-
     for f in features:
-        if f.id not in state:
-            found = visit(f.id)
-            if found:
-                return found
+        if f.id in state:
+            continue
+        state[f.id] = 1
+        path = [f.id]
+        pending = [iter(deps[f.id])]  # per node on the path: the dependencies still to visit
+        while pending:
+            dep = next(pending[-1], None)
+            if dep is None:
+                state[path.pop()] = 2
+                pending.pop()
+            elif state.get(dep) == 1:
+                return path[path.index(dep):] + [dep]
+            elif dep in deps and dep not in state:
+                state[dep] = 1
+                path.append(dep)
+                pending.append(iter(deps[dep]))
     return None
+
+
+def _depth_exceeds(data: Any, limit: int) -> bool:
+    """Whether lists and objects in ``data`` nest more than ``limit`` levels (iteratively)."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > limit:
+                return True
+            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return False
 
 
 def _line_index(path: Path) -> Any:
@@ -251,7 +278,11 @@ def load_features(spec: str | Path, *, test_command: str | None = None) -> Featu
     """A feature list file, or a goal text when ``spec`` names no file."""
     text = str(spec)
     p = Path(text)
-    if p.is_file():
+    try:
+        is_file = p.is_file()
+    except OSError:  # e.g. a goal longer than a file name may be: it is a goal, not a file
+        is_file = False
+    if is_file:
         return FeatureList.load(p, test_command=test_command)
     if p.suffix.lower() in (".json", ".yaml", ".yml") and "\n" not in text and " " not in text:
         raise ConfigError("feature list not found", path=text)

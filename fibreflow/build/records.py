@@ -4,17 +4,27 @@ Owning the three tables in one module keeps their write paths, and so their mean
 place: the runner records a run as it goes, the autopilot marks a feature's winner, and the
 twin's sample history inserts finished builds, all through these functions. Attempts of a run
 go through the run's ``BatchWriter``, because many worker threads finish attempts at once.
+
+A run ends ``passed``, ``failed``, ``error``, ``cancelled`` (SIGINT or SIGTERM: its unfinished
+features end ``cancelled`` too) or ``crashed``: its row names the orchestrator process (pid, start
+time, host), and ``mark_crashed_runs``, which the first command to open the store runs, marks a
+``running`` run whose orchestrator on this host is gone (no such pid, or the pid now belongs to a
+process that started at another time) ``crashed``, with the time that was noticed, and its
+unfinished features with it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import socket
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from fibreflow.build.attempt import AgentAttempt
 from fibreflow.build.features import FeatureList
+from fibreflow.clock import utc_now
+from fibreflow.sandbox.state import owner_record, proc_start_time
 from fibreflow.store import BatchWriter, Store
 
 AttemptRecorder = Callable[[AgentAttempt], None]
@@ -22,6 +32,15 @@ AttemptRecorder = Callable[[AgentAttempt], None]
 
 #: columns of ``features`` that change while a run goes on
 _FEATURE_UPDATES = frozenset({"status", "solved_tier", "winner_attempt_id", "started_at", "ended_at"})
+#: feature states that a run's end closes (the others are final already)
+_OPEN_FEATURES = ("pending", "running")
+
+
+def orchestrator() -> dict[str, Any]:
+    """This process as a run's orchestrator: the ``runs`` columns that tell whether it still runs."""
+    owner = owner_record()  # the pid and its start time in clock ticks since boot (None if unreadable)
+    return {"orchestrator_pid": owner["owner_pid"], "orchestrator_start": owner["owner_start"],
+            "orchestrator_host": socket.gethostname()}
 
 
 def start_run(store: Store, run_id: str, features: FeatureList, *, backend: str, profile: str, agent: str,
@@ -30,7 +49,7 @@ def start_run(store: Store, run_id: str, features: FeatureList, *, backend: str,
     store.insert_rows("runs", [{
         "run_id": run_id, "goal": features.goal, "source": features.source, "status": "running",
         "backend": backend, "profile": profile, "agent": agent, "attempts_per_feature": attempts_per_feature,
-        "workers": workers, "started_at": started_at}])
+        "workers": workers, "started_at": started_at, **orchestrator()}])
     store.insert_rows("features", [{
         "run_id": run_id, "feature_id": f.id, "description": f.description,
         "dependencies": json.dumps(list(f.dependencies)), "test_command": f.test_command,
@@ -41,6 +60,60 @@ def finish_run(store: Store, run_id: str, *, status: str, error: str | None, end
     """How the run ended."""
     store.execute("UPDATE runs SET status = ?, ended_at = ?, error = ? WHERE run_id = ?",
                   [status, ended_at, error, run_id])
+
+
+def close_features(store: Store, run_id: str, *, status: str, ended_at: dt.datetime | None) -> int:
+    """End every feature of the run that had not ended (``pending``, ``running``) as ``status``;
+    returns how many."""
+    with store.connect(write=True) as con:
+        found = con.execute("SELECT count(*) FROM features WHERE run_id = ? AND status IN (?, ?)",
+                            [run_id, *_OPEN_FEATURES]).fetchone()
+        con.execute("UPDATE features SET status = ?, ended_at = coalesce(ended_at, ?) "
+                    "WHERE run_id = ? AND status IN (?, ?)", [status, ended_at, run_id, *_OPEN_FEATURES])
+    return int(found[0]) if found else 0
+
+
+def _gone(pid: int, start: int | None) -> bool:
+    """Whether process ``pid`` (started at ``start`` clock ticks after boot) no longer runs here."""
+    now = proc_start_time(pid)
+    return now is None or (start is not None and now != start)
+
+
+def mark_crashed_runs(store: Store) -> list[str]:
+    """Mark ``crashed`` every ``running`` run whose orchestrator process on this host is gone.
+
+    Gone: no process has its pid, or the process with that pid started at another time (the pid
+    was reused). Runs of other hosts, and rows that name no orchestrator (older rows, sample
+    histories), are left alone: nothing here can tell. ``crash_noticed_at`` is when this noticed
+    it (``ended_at`` stays empty: when the process died is not known), ``error`` says which
+    process; the run's ``pending`` and ``running`` features become ``crashed`` too. Returns the
+    run ids marked.
+    """
+    host = socket.gethostname()
+    with store.connect() as con:
+        candidates = con.execute(
+            "SELECT run_id, orchestrator_pid, orchestrator_start FROM runs WHERE status = 'running' "
+            "AND orchestrator_host = ? AND orchestrator_pid IS NOT NULL", [host]).fetchall()
+    crashed = [(run_id, int(pid)) for run_id, pid, start in candidates
+               if _gone(int(pid), None if start is None else int(start))]
+    if not crashed:
+        return []
+    noticed = utc_now()
+    with store.connect(write=True) as con:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for run_id, pid in crashed:
+                # status = 'running' again: the run may have ended since it was read
+                con.execute("UPDATE runs SET status = 'crashed', crash_noticed_at = ?, error = coalesce(error, ?) "
+                            "WHERE run_id = ? AND status = 'running'",
+                            [noticed, f"its orchestrator (pid {pid} on {host}) ended without finishing it", run_id])
+                con.execute("UPDATE features SET status = 'crashed' WHERE run_id = ? AND status IN (?, ?)",
+                            [run_id, *_OPEN_FEATURES])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    return [run_id for run_id, _ in crashed]
 
 
 def update_feature(store: Store, run_id: str, feature_id: str, **values: object) -> None:
@@ -81,5 +154,6 @@ def insert_attempts(store: Store, rows: Iterable[Mapping[str, Any]]) -> int:
     return store.insert_rows("attempts", rows)
 
 
-__all__ = ["AttemptRecorder", "attempt_recorder", "finish_run", "insert_attempts", "insert_features",
-           "insert_runs", "set_winner", "start_run", "update_feature"]
+__all__ = ["AttemptRecorder", "attempt_recorder", "close_features", "finish_run", "insert_attempts",
+           "insert_features", "insert_runs", "mark_crashed_runs", "orchestrator", "set_winner", "start_run",
+           "update_feature"]

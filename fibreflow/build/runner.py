@@ -12,6 +12,13 @@ Everything lands in DuckDB through short writes, no connection held across an at
 and ``features`` through ``fibreflow.build.records``, ``attempts`` and the manager's
 ``sandbox_sessions`` through one batching writer of the run, handed to them as typed callbacks.
 
+Stopping: when the coordinating thread is interrupted (KeyboardInterrupt: the CLI turns SIGINT
+and SIGTERM into one) or fails, no attempt starts any more, every open sandbox is closed (its
+command killed) and the runner waits up to ``STOP_GRACE_S`` for the workers to return; attempts
+that finished before are kept as they are, those cut short are stored with ``killed_reason``
+``cancelled``, and the run and its unfinished features end ``cancelled`` (``error`` for a
+failure). ``runner.result`` then holds the partial run, and the exception propagates.
+
 Hooks for later issues: ``learnings(feature)`` hands learned patterns to agents, and
 ``escalate(feature, result)`` names the next model tier when no attempt of the current one
 passed (``None`` ends the feature).
@@ -19,6 +26,7 @@ passed (``None`` ends the feature).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -35,6 +43,8 @@ from fibreflow.build.attempt import AgentAttempt, FeatureResult, RunResult, run_
 from fibreflow.build.features import Feature, FeatureList
 from fibreflow.build.progress import EventKind, ProgressCallback, ProgressEvent
 from fibreflow.errors import AgentError, RunnerError
+from fibreflow.sandbox.base import store_files
+from fibreflow.sandbox.profiles import load_profile
 from fibreflow.store import BatchWriter, Store
 
 if TYPE_CHECKING:  # the manager and the settings load their dependencies only when a run needs them
@@ -43,6 +53,7 @@ if TYPE_CHECKING:  # the manager and the settings load their dependencies only w
     from fibreflow.sandbox.manager import SandboxManager
 
 MAX_LOCAL_WORKERS = 64
+STOP_GRACE_S = 10.0  # how long a stopping run waits for attempts to return once their sandboxes are closed
 log = logging.getLogger(__name__)
 
 
@@ -98,19 +109,33 @@ class ParallelRunner:
         self.agent_factory = agent_factory or get_agent
         self.default_agent = self.agent_factory(agent) if isinstance(agent, str) else agent
         self.limits = limits or AttemptLimits()
+        if self.limits.timeout_s is None:
+            # every attempt has a deadline: the profile's wall timeout unless one was given, so a
+            # hanging model API cannot hold an attempt (or a build) open for many minutes a turn
+            self.limits = dataclasses.replace(self.limits, timeout_s=load_profile(profile).wall_timeout_s)
         self.learnings = learnings or (lambda feature: [])
         self.escalate = escalate or (lambda feature, result: None)
         self.after_iteration = after_iteration
         self.iterations = iterations
+        self.result: RunResult | None = None
+        """The run as it ended, also when ``run`` raised (then ``cancelled`` or ``error``)."""
+        self.stopped_attempts: list[AgentAttempt] = []
+        """Attempts cut short by a stop (stored with ``killed_reason`` ``cancelled``)."""
+        self._stopping: str | None = None
 
     # -- the run -------------------------------------------------------------------------------
 
     def run(self, features: FeatureList) -> RunResult:
-        """Run every feature; returns per-feature attempts. Never raises for a failed attempt."""
+        """Run every feature; returns per-feature attempts. Never raises for a failed attempt.
+
+        A KeyboardInterrupt (or any exception) in the coordinating thread stops the run (see the
+        module docstring) and propagates; ``self.result`` keeps what the run got to.
+        """
         from fibreflow.sandbox.manager import SandboxManager
         from fibreflow.sandbox.records import queue_sessions
 
         agents = self._agents(features)
+        self._stopping, self.result, self.stopped_attempts = None, None, []
         self._started = time.monotonic()
         self._counts = {"done": 0, "passed": 0, "failed": 0, "errors": 0, "total": len(features) * self.attempts}
         results = {f.id: FeatureResult(f) for f in features}
@@ -118,39 +143,78 @@ class ParallelRunner:
         # ending together would otherwise queue 30 single-row transactions on the store's lock
         writer = self.store.writer(flush_interval_s=0.05)
         try:
+            # the store may live anywhere, not only where the settings put it: hide its files too
             manager = SandboxManager(record_session=queue_sessions(writer), repo=self.repo,
-                                     backend=self.backend, run_id=self.run_id)
+                                     backend=self.backend, run_id=self.run_id,
+                                     hidden_paths=store_files(self.store.path))
         except BaseException:
             writer.close()
             raise
-        self._record_start(features)
-        self._reap(manager)
-        self._emit("run_started")
         status, error = "error", None
         try:
+            self._sweep_crashed()
+            self._record_start(features)
+            self._reap(manager)
+            self._emit("run_started")
             self._schedule(manager, writer, features, agents, results)
             status = "passed" if all(r.status == "passed" for r in results.values()) else "failed"
         except BaseException as exc:
-            status, error = ("interrupted" if isinstance(exc, KeyboardInterrupt) else "error"), str(exc) or repr(exc)
+            status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "error"
+            error = str(exc) or ("interrupted" if status == "cancelled" else repr(exc))
+            self._end_early(features, results, status, error)
             raise
         finally:
             writer.close()
             duration = time.monotonic() - self._started
+            self.result = RunResult(self.run_id, status, [results[f.id] for f in features], duration,
+                                    backend=self.backend_name, workers=self.workers)
             records.finish_run(self.store, self.run_id, status=status, error=error,
                                ended_at=dt.datetime.now(dt.UTC))
             self._reap(manager)
-            self._emit("run_finished", status=status)
-        return RunResult(self.run_id, status, [results[f.id] for f in features], duration,
-                         backend=self.backend_name, workers=self.workers)
+            self._emit("run_finished", status=status, message=error)
+        return self.result
+
+    def _end_early(self, features: FeatureList, results: dict[str, FeatureResult], status: str,
+                   error: str) -> None:
+        """The run stops: its features that had not ended end as ``status`` (the store's rows too)."""
+        for f in features:
+            if results[f.id].status == "pending":
+                results[f.id].status, results[f.id].reason = status, error
+        try:
+            records.close_features(self.store, self.run_id, status=status, ended_at=dt.datetime.now(dt.UTC))
+        except Exception as exc:  # the exception that stopped the run is the one to report
+            log.warning("could not close the features of run %s: %s", self.run_id, exc)
+
+    def _sweep_crashed(self) -> None:
+        try:
+            crashed = records.mark_crashed_runs(self.store)
+        except Exception as exc:  # housekeeping: a run must not fail because of it
+            log.warning("could not mark crashed runs: %s", exc)
+            return
+        if crashed:
+            log.warning("marked %d run(s) crashed, their orchestrator is gone: %s", len(crashed), ", ".join(crashed))
 
     def _schedule(self, manager: SandboxManager, writer: BatchWriter, features: FeatureList,
                   agents: dict[str, Agent], results: dict[str, FeatureResult]) -> None:
         running: dict[Future[AgentAttempt], str] = {}
         outstanding: dict[str, int] = {}
         waiting = {f.id: f for f in features.ordered()}
-        record = records.attempt_recorder(writer)
+        store_attempt = records.attempt_recorder(writer)
 
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="fibreflow-attempt") as pool:
+        def record(attempt: AgentAttempt) -> None:
+            # a worker thread calls this as its attempt ends; once the run stops, what did not pass
+            # was cut short by the stop, whatever error the closed sandbox gave it
+            stopping = self._stopping
+            if stopping is not None and not attempt.passed:
+                attempt.killed_reason = "cancelled"
+                attempt.error = f"cancelled: {stopping}" + (f" ({attempt.error})" if attempt.error else "")
+            store_attempt(attempt)
+
+        # not a ``with`` block: its exit waits for every worker, and a stopping run must not wait
+        # on an attempt whose sandbox ignores the kill
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="fibreflow-attempt")
+        stopped = False
+        try:
             def launch(feature: Feature, iteration: int, tier: str | None) -> None:
                 learned = self.learnings(feature)
                 outstanding[feature.id] = self.attempts
@@ -197,10 +261,35 @@ class ParallelRunner:
                                 self.after_iteration(features.get(fid), feature_result.attempts[-self.attempts:])
                             self._feature_done(features.get(fid), feature_result, launch)
                     release()
-            except BaseException:
-                for fut in running:
-                    fut.cancel()
+            except BaseException as exc:
+                stopped = True
+                self._stop(manager, pool, running, results, str(exc) or type(exc).__name__)
                 raise
+        finally:
+            pool.shutdown(wait=not stopped, cancel_futures=True)
+
+    def _stop(self, manager: SandboxManager, pool: ThreadPoolExecutor, running: dict[Future[AgentAttempt], str],
+              results: dict[str, FeatureResult], reason: str) -> None:
+        """Start nothing more, close every open sandbox and wait (a bounded time) for the workers."""
+        self._stopping = reason
+        pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + STOP_GRACE_S
+        pending = set(running)
+        while True:
+            manager.cancel(reason)  # again each round: closes what opened meanwhile, or raced a command's start
+            done, pending = wait(pending, timeout=0.25)
+            for fut in done:
+                if fut.cancelled() or fut.exception() is not None:
+                    continue
+                attempt = fut.result()
+                results[running[fut]].attempts.append(attempt)
+                self.stopped_attempts.append(attempt)
+                self._count(attempt)
+            if not pending or time.monotonic() >= deadline:
+                break
+        if pending:
+            log.warning("%d attempt(s) of run %s did not return within %.0fs of the stop",
+                        len(pending), self.run_id, STOP_GRACE_S)
 
     def _feature_done(self, feature: Feature, result: FeatureResult,
                       launch: Callable[[Feature, int, str | None], None]) -> None:

@@ -39,7 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="for --agent command: the shell command run in each sandbox "
                         "(the task is in $FIBREFLOW_TASK and .fibreflow/task.md)")
     p.add_argument("--agent-timeout", type=float, default=None, metavar="S",
-                   help="seconds an agent may run (default: the profile's wall timeout)")
+                   help="seconds an agent may run: the command agent's command, or the claude agent's whole "
+                        "attempt, model calls and their retries included (default: the profile's wall timeout "
+                        "for the command agent, none for the claude agent)")
     p.add_argument("--test-command", default=None, metavar="CMD",
                    help="test command for a goal, or for features that name none (default: python -m pytest -q)")
     p.add_argument("--escalate", nargs="?", const="opus", default=None, metavar="CEILING",
@@ -63,10 +65,12 @@ def _add_autopilot_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--features", metavar="FILE", default=None,
                    help="with --autopilot and a goal text: use this feature list instead of decomposing the goal")
     g.add_argument("--offline", action="store_true",
-                   help="use the scripted model (no API key, no real model) for the claude agent and the "
-                        "decomposition")
+                   help="no network to any model API: every model call (the claude agent's, the decomposition's) "
+                        "goes to the local scripted model, whatever the API key and models.base_url; also a plain "
+                        "build's (setting: models.offline)")
     g.add_argument("--agent-script", metavar="NAME|FILE", default=None,
-                   help="with --offline: the scripted conversation of the claude agent (e.g. demo_feature)")
+                   help="with --offline: the scripted conversation of the claude agent (e.g. demo_feature); "
+                        "also a plain build's")
     g.add_argument("--decompose-script", metavar="FILE", default=None,
                    help="with --offline: the scripted reply to the decomposition call")
     g.add_argument("--coverage-floor", type=float, default=None, metavar="F",
@@ -108,13 +112,26 @@ def build(args: argparse.Namespace) -> int:
     except RunnerError as exc:
         return _usage(str(exc))
 
+    if args.agent_timeout is not None and not args.agent_timeout > 0:
+        return _usage(f"--agent-timeout must be positive, got {args.agent_timeout}")
+    offline = bool(args.offline) or settings.models.offline  # offline: no network to any model API
+    if args.agent_script and not offline:
+        return _usage("--agent-script is the scripted model's conversation: it needs --offline (or models.offline)")
+    store = open_store(settings.db_path)
+    made: list[Any] = []  # agents holding a model client (and maybe a scripted server), closed at the end
+
     def make_agent(name: str) -> Any:
         if name == "command":
             if not args.agent_command:
                 raise AgentError("--agent command needs --agent-command CMD")
             return get_agent(name, command=args.agent_command, timeout=args.agent_timeout)
+        if name == "claude":
+            extra = {"script": args.agent_script} if args.agent_script else {}
+            made.append(get_agent(name, offline=offline, timeout_s=args.agent_timeout, store=store, **extra))
+            return made[-1]
         return get_agent(name)
 
+    runner: Any = None
     try:
         ladder = None
         if args.escalate:
@@ -123,18 +140,43 @@ def build(args: argparse.Namespace) -> int:
             ladder = TierLadder(args.escalate)
             features = ladder.start(features)
         agent = make_agent(args.agent)
-        runner = ParallelRunner(open_store(settings.db_path), args.repo, agent=agent, backend=backend,
+        runner = ParallelRunner(store, args.repo, agent=agent, backend=backend,
                                 profile=profile, attempts=args.attempts, workers=args.workers,
                                 run_id=args.run_id, agent_factory=make_agent, escalate=ladder,
                                 progress=None if args.no_progress else TerminalProgress(sys.stderr))
         result = runner.run(features)
     except (AgentError, ConfigError, RunnerError, SandboxUnavailable) as exc:
         return _usage(str(exc))
+    except KeyboardInterrupt:  # SIGINT or SIGTERM: the runner stopped; say what it kept, main exits 130/143
+        if runner is not None and runner.result is not None:
+            report_stopped(runner, as_json=args.json)
+        raise
+    finally:
+        for made_agent in made:
+            made_agent.close()
     if args.json:
         emit_json(result.to_dict())
     else:
         print(summary_table(result))
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def report_stopped(runner: Any, *, as_json: bool) -> None:
+    """What a stopped build kept: the partial run on stdout (one JSON object with ``--json``), and on
+    stderr which attempts finished and are stored, and how many were cut short."""
+    from fibreflow.cli import emit_json
+
+    result = runner.result
+    cut = {a.attempt_id for a in runner.stopped_attempts}
+    kept = [a for f in result.features for a in f.attempts if a.attempt_id not in cut]
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        print(summary_table(result), flush=True)
+    listed = ", ".join(f"{a.attempt_id} ({a.status})" for a in kept[:20]) + (" ..." if len(kept) > 20 else "")
+    print(f"fibreflow build: run {result.run_id} {result.status}; kept in the store: {len(kept)} finished "
+          f"attempt(s)" + (f": {listed}" if kept else "") + f"; {len(cut)} running attempt(s) stopped, stored "
+          f"as cancelled; unfinished features marked {result.status}", file=sys.stderr, flush=True)
 
 
 def summary_table(result: Any) -> str:
@@ -159,9 +201,11 @@ def build_autopilot(args: argparse.Namespace) -> int:
         return _usage("--escalate is for plain builds; the autopilot's ceiling is autopilot.escalate_to in the config")
     from fibreflow.autopilot import AutopilotOptions, resume_autopilot, run_autopilot
     from fibreflow.build.progress import TerminalProgress
+    from fibreflow.build.runner import new_run_id
     from fibreflow.errors import AgentError, RunnerError, SandboxUnavailable
 
     progress = None if args.no_progress or args.json else TerminalProgress(sys.stderr)
+    run_id = args.resume or args.run_id or new_run_id()  # known here, so an interrupt can name it
     try:
         if args.resume:
             if args.spec:
@@ -172,15 +216,38 @@ def build_autopilot(args: argparse.Namespace) -> int:
                 return _usage("--autopilot needs FEATURES_OR_GOAL (a goal text or a feature_list.json)")
             spec_file = Path(args.spec)
             is_file = spec_file.is_file() and not args.features
+            from fibreflow.config import load_settings
+
             options = AutopilotOptions(
                 attempts=args.attempts, workers=args.workers, agent=args.agent or "claude",
                 agent_command=args.agent_command, agent_timeout=args.agent_timeout,
-                agent_script=args.agent_script, offline=bool(getattr(args, "offline", False)),
+                agent_script=args.agent_script,
+                offline=bool(getattr(args, "offline", False)) or load_settings().models.offline,
                 decompose_script=args.decompose_script, backend=args.backend, profile=args.profile,
                 test_command=args.test_command, coverage_floor=args.coverage_floor,
                 features_path=args.spec if is_file else args.features)
-            result = run_autopilot(None if is_file else args.spec, options, repo=args.repo, run_id=args.run_id,
+            result = run_autopilot(None if is_file else args.spec, options, repo=args.repo, run_id=run_id,
                                    progress=progress, echo=progress_echo(args))
     except (AgentError, RunnerError, SandboxUnavailable) as exc:
         return _usage(str(exc))
+    except KeyboardInterrupt:  # the step that ran ended "interrupted", its build "cancelled"; main exits 130/143
+        _report_autopilot_stopped(run_id)
+        raise
     return show_result(result, args, ok=result.ok)
+
+
+def _report_autopilot_stopped(run_id: str) -> None:
+    """Tell how to continue a stopped autopilot run (when it got as far as being recorded)."""
+    from fibreflow.autopilot.state import RunLog
+    from fibreflow.errors import FibreflowError
+    from fibreflow.store import open_store
+
+    log = RunLog(open_store(), run_id)
+    try:
+        log.get()
+    except FibreflowError:  # stopped before the run was recorded: nothing to resume
+        return
+    done = [s.step for s in log.steps() if s.status in ("completed", "skipped")]
+    print(f"fibreflow build: autopilot run {run_id} stopped; kept {len(done)} completed step(s)"
+          + (f" ({', '.join(done)})" if done else "") + f"; continue with `fibreflow build --resume {run_id}`",
+          file=sys.stderr, flush=True)

@@ -26,12 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _analyze(args: argparse.Namespace) -> int:
     from fibreflow.cli import emit_json
     from fibreflow.config import load_settings
-    from fibreflow.costs.analysis import analyze_costs
+    from fibreflow.costs.analysis import MAX_DAYS, analyze_costs
     from fibreflow.errors import ConfigError
     from fibreflow.store import Store
 
-    if args.days <= 0:
-        raise ConfigError(f"--days must be positive, got {args.days:g}", key="--days")
+    if not 0 < args.days <= MAX_DAYS:  # also refuses nan; a longer window overflows the calendar
+        raise ConfigError(f"--days must be above 0 and at most {MAX_DAYS}, got {args.days:g}", key="--days")
     for log in args.logs:
         if not log.is_file():
             raise ConfigError("log file not found", path=str(log))

@@ -100,7 +100,7 @@ def profiles(args: argparse.Namespace) -> int:
     for name, p in found.items():
         print(f"{name}: {p.description}\n  wall {p.wall_timeout_s:g}s, cpu {p.cpu_time_s}s, memory "
               f"{p.memory_mb} MB, processes {p.max_processes}, file size {p.max_file_size_mb} MB, "
-              f"network {'on' if p.network else 'off'}, env passed through: "
+              f"disk {p.disk_mb} MB, network {'on' if p.network else 'off'}, env passed through: "
               f"{', '.join(p.env_passthrough) or 'none'}")
     return EXIT_OK
 

@@ -100,12 +100,14 @@ def _watch(args: argparse.Namespace) -> int:
     import threading
 
     from fibreflow.cli import EXIT_OK, EXIT_USAGE
+    from fibreflow.sla.model import MAX_INTERVAL_S
 
     if args.cycles is not None and args.cycles < 1:
         print("fibreflow: error: --cycles must be at least 1", file=sys.stderr)
         return EXIT_USAGE
-    if args.interval is not None and args.interval < 0:
-        print("fibreflow: error: --interval must not be negative", file=sys.stderr)
+    if args.interval is not None and not 0 <= args.interval <= MAX_INTERVAL_S:  # also refuses nan
+        print(f"fibreflow: error: --interval must be 0 to {MAX_INTERVAL_S:g} seconds, got {args.interval:g}",
+              file=sys.stderr)
         return EXIT_USAGE
     settings, config = _load(args)
     monitor = _monitor(settings, config)
@@ -132,10 +134,13 @@ def _watch(args: argparse.Namespace) -> int:
 def _compliance(args: argparse.Namespace) -> int:
     import math
 
-    from fibreflow.cli import EXIT_OK, emit_json
+    from fibreflow.cli import EXIT_OK, emit_json, usage_error
     from fibreflow.sla.compliance import compute_compliance
+    from fibreflow.sla.model import MAX_DAYS
     from fibreflow.store import Store
 
+    if args.days is not None and not 0 < args.days <= MAX_DAYS:  # also refuses nan
+        return usage_error("sla compliance", f"--days must be above 0 and at most {MAX_DAYS}, got {args.days:g}")
     settings, config = _load(args)
     days = config.monitoring.compliance_window_days if args.days is None else args.days
     target = config.monitoring.compliance_target

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from fibreflow.errors import ConfigError
 from fibreflow.models.pricing import USAGE_FIELDS, Pricing, usage_tokens
@@ -17,6 +18,10 @@ if TYPE_CHECKING:
     from fibreflow.store import Store
 
 _TEXT_KEYS = ("task", "prompt", "command", "task_text", "text")
+MAX_DAYS = 36_500
+"""The longest window in days (a century); a longer one runs off the calendar."""
+MAX_LINE_CHARS = 1 << 20
+"""A log line longer than this (1 MiB) is malformed; it is skipped without being held in memory."""
 
 
 @dataclass
@@ -74,7 +79,10 @@ def _round_nested(d: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]
 
 def _parse_time(value: Any) -> dt.datetime:
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return dt.datetime.fromtimestamp(float(value), dt.UTC)
+        try:
+            return dt.datetime.fromtimestamp(float(value), dt.UTC)
+        except (OverflowError, OSError, ValueError):  # inf, nan, 1e20: not a time on the calendar
+            raise ValueError(f"timestamp {value!r} is not a time (epoch seconds out of range)") from None
     if isinstance(value, str):
         parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
@@ -90,14 +98,18 @@ def read_call_log(path: Path, pricing: Pricing, malformed: list[dict[str, Any]])
     except OSError as exc:
         raise ConfigError(f"cannot read the log: {exc.strerror}", path=str(path)) from None
     with handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
+        for number, line in enumerate(_bounded_lines(handle), start=1):
+            if line is not None and not line.strip():
                 continue
             try:
+                if line is None:
+                    raise ValueError(f"line longer than {MAX_LINE_CHARS} characters")
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise ValueError(f"invalid JSON: {exc.msg} at column {exc.colno}") from None
+                except RecursionError:
+                    raise ValueError("invalid JSON: nested too deeply") from None
                 if not isinstance(obj, dict):
                     raise ValueError("a line must be one JSON object")
                 model = obj.get("model")
@@ -107,23 +119,57 @@ def read_call_log(path: Path, pricing: Pricing, malformed: list[dict[str, Any]])
                     raise ValueError(f"unknown model '{model}' (not in {pricing.path})")
                 if "timestamp" not in obj:
                     raise ValueError("no timestamp")
+                agent = obj.get("agent")
+                if agent is not None and not isinstance(agent, str):
+                    raise ValueError(f"agent must be text or null, got a JSON {type(agent).__name__}")
                 usage = usage_tokens(obj.get("usage") if isinstance(obj.get("usage"), dict) else obj)
                 text = next((obj[k] for k in _TEXT_KEYS if isinstance(obj.get(k), str) and obj[k]), None)
-                yield _Call(_parse_time(obj["timestamp"]), obj.get("agent"), model, usage, text)
-            except ValueError as exc:
-                malformed.append({"file": str(path), "line": number, "error": str(exc)})
+                at = _parse_time(obj["timestamp"])
+            except ValueError as exc:  # also json's errors, e.g. an integer of more digits than Python reads
+                malformed.append({"file": str(path), "line": number, "error": _short(str(exc))})
+                continue
+            yield _Call(at, agent, model, usage, text)
+
+
+def _bounded_lines(handle: TextIO) -> Iterator[str | None]:
+    """The lines of ``handle``; ``None`` for a line longer than MAX_LINE_CHARS, read past in chunks."""
+    while True:
+        line = handle.readline(MAX_LINE_CHARS + 1)
+        if not line:
+            return
+        if len(line) > MAX_LINE_CHARS and not line.endswith("\n"):
+            while line and not line.endswith("\n"):
+                line = handle.readline(MAX_LINE_CHARS)
+            yield None
+        else:
+            yield line
+
+
+def _short(message: str, limit: int = 300) -> str:
+    return message if len(message) <= limit else message[:limit] + "..."
 
 
 def _store_calls(store: Store, since: dt.datetime, until: dt.datetime) -> Iterator[_Call]:
+    # the schema allows NULL token counts and cost: no tokens count as 0, no cost is priced now
+    tokens = ", ".join(f"coalesce({f}, 0) AS {f}" for f in USAGE_FIELDS)
     df = store.query_df(
-        "SELECT created_at, agent, model, input_tokens, output_tokens, cache_creation_input_tokens, "
-        "cache_read_input_tokens, cost_usd, task_text FROM llm_calls "
+        f"SELECT created_at, agent, model, {tokens}, cost_usd, task_text FROM llm_calls "
         "WHERE status = 'ok' AND created_at >= ? AND created_at <= ?", [since, until])
     for row in df.itertuples(index=False):
-        usage = {f: int(getattr(row, f) or 0) for f in USAGE_FIELDS}
+        usage = {f: int(getattr(row, f)) for f in USAGE_FIELDS}
         text = row.task_text if isinstance(row.task_text, str) else None
         agent = row.agent if isinstance(row.agent, str) else None
-        yield _Call(row.created_at.to_pydatetime(), agent, row.model, usage, text, float(row.cost_usd or 0.0))
+        cost = _float_or_none(row.cost_usd)
+        yield _Call(row.created_at.to_pydatetime(), agent, row.model, usage, text, cost)
+
+
+def _float_or_none(value: Any) -> float | None:
+    """A recorded number, or None for SQL NULL (None, NaN or pandas' NA)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def analyze_costs(store: Store | None = None, logs: Iterable[str | Path] = (), *, days: float = 30,
@@ -137,6 +183,8 @@ def analyze_costs(store: Store | None = None, logs: Iterable[str | Path] = (), *
     """
     from fibreflow.models.routing import ModelRouter
 
+    if not 0 < days <= MAX_DAYS:  # also refuses nan
+        raise ConfigError(f"days must be above 0 and at most {MAX_DAYS}, got {days!r}", key="days")
     router = router or ModelRouter()
     pricing = pricing or Pricing.load(router.settings.models.pricing_path)
     until = _parse_time(now) if now is not None else dt.datetime.now(dt.UTC)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from fibreflow.config import TIERS, load_settings
-from fibreflow.costs.analysis import CostAnalysis, analyze_costs, read_call_log
+from fibreflow.costs.analysis import MAX_DAYS, CostAnalysis, analyze_costs, read_call_log
 from fibreflow.errors import StoreError
 from fibreflow.models.pricing import USAGE_FIELDS, Pricing
 from fibreflow.models.routing import ModelRouter
@@ -121,9 +121,14 @@ def read_calls(store: Store | None, logs: Sequence[str | Path], *, since: dt.dat
                              for c in CALL_COLUMNS}).astype({"cost_usd": float, "all_sonnet_cost_usd": float})
     calls = pd.concat(frames, ignore_index=True)
     calls["at"] = pd.to_datetime(calls["at"], utc=True)
-    for name in USAGE_FIELDS:
+    for name in USAGE_FIELDS:  # the schema allows NULL token counts: none counted is 0
         calls[name] = calls[name].fillna(0).astype("int64")
-    calls["cost_usd"] = calls["cost_usd"].fillna(0.0).astype(float)
+    unpriced = calls["cost_usd"].isna()  # no recorded cost: priced now, as the analysis does
+    calls["cost_usd"] = [pricing.price_usage(model, dict(zip(USAGE_FIELDS, usage, strict=True))) if missing
+                         else float(cost) for model, cost, missing, usage
+                         in zip(calls["model"], calls["cost_usd"], unpriced,
+                                calls[list(USAGE_FIELDS)].itertuples(index=False), strict=True)]
+    calls["cost_usd"] = calls["cost_usd"].astype(float)
     calls["agent"] = calls["agent"].where(calls["agent"].notna(), "(none)")
     known = calls["tier"].notna() & calls["tier"].isin(TIERS)
     calls["tier"] = calls["tier"].where(known, calls["model"].map(lambda m: tier_of_model(m, tiers)))
@@ -223,8 +228,8 @@ def load_cost_report(*, days: float = 30, db_path: str | Path | None = None,
                      now: dt.datetime | None = None) -> CostReport:
     """Read the report's data: the store at ``db_path`` (None: the configured one) and ``logs``
     (JSON-lines call logs, one path or several), over the ``days`` up to ``now``."""
-    if days <= 0:
-        raise ValueError(f"days must be positive, got {days:g}")
+    if not 0 < days <= MAX_DAYS:  # also refuses nan
+        raise ValueError(f"days must be above 0 and at most {MAX_DAYS}, got {days:g}")
     log_paths = [logs] if isinstance(logs, str | Path) else list(logs or [])
     opened = Store(db_path)
     store: Store | None = opened

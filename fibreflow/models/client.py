@@ -6,6 +6,13 @@ retried with exponential backoff and jitter, honouring ``retry-after``; each try
 ``llm_calls`` (tokens, dollars, latency, status), written in its own short transaction after
 the HTTP call returns. Keys never reach the store; prompt text only with ``store_prompts``.
 This module is the table's only writer (``insert_calls`` takes a sample history's rows).
+
+A call may carry a ``Deadline`` (``fibreflow.clock``; the attempt's): each try's HTTP timeout
+and each retry's sleep are cut to the time left, and when too little is left for another try
+the call stops with ``LLMError(error_type="deadline_exceeded")``, its last row saying so.
+
+Offline means no network to any model API: with ``offline=True`` or ``models.offline: true``
+every call goes to the scripted server, whatever the key and the configured base URL.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from fibreflow.clock import NO_DEADLINE, Deadline
 from fibreflow.config import Settings, load_settings
 from fibreflow.errors import ConfigError, LLMError, StoreError
 from fibreflow.models.pricing import USAGE_FIELDS, Pricing, usage_tokens
@@ -37,6 +45,8 @@ log = logging.getLogger(__name__)
 MISSING_KEY = "ANTHROPIC_API_KEY is not set: export it, or use --offline for the scripted model"
 OFFLINE_KEY = "scripted-offline"  # not a secret: the scripted server accepts any key
 _STATUS_NAMES = {429: "rate_limited", 529: "overloaded"}
+DEADLINE_EXCEEDED = "deadline_exceeded"  # LLMError.error_type and llm_calls.status of a call the deadline stopped
+_MIN_TRY_S = 0.1  # a try needs at least this much of the deadline left to be worth sending
 
 
 @dataclass(frozen=True)
@@ -80,7 +90,7 @@ class LLMClient:
         self._sleep = sleep
         self.scripted: ScriptedServer | None = None
         self._owns_server = False
-        if offline:
+        if offline or self.models.offline:  # offline: no network to any model API, whatever key and URL
             from fibreflow.models.scripted import ScriptedServer, shared_server
 
             if script is not None:
@@ -149,8 +159,13 @@ class LLMClient:
     def create_message(self, *, messages: Sequence[Any], max_tokens: int, system: Any = None,
                        tools: Sequence[Any] | None = None, tier: str | None = None, task_text: str | None = None,
                        agent: str | None = None, run_id: str | None = None, attempt_id: str | None = None,
-                       **kw: Any) -> Message:
-        """Send one Messages API request on the routed tier's model; retried, priced, recorded."""
+                       deadline: Deadline | None = None, **kw: Any) -> Message:
+        """Send one Messages API request on the routed tier's model; retried, priced, recorded.
+
+        With ``deadline``, no try runs past it: each try's timeout and each retry's sleep are cut
+        to the time left, and the call raises ``LLMError`` with ``error_type="deadline_exceeded"``
+        when too little is left for another try.
+        """
         import anthropic
 
         if "model" in kw:
@@ -168,23 +183,40 @@ class LLMClient:
         row = {"call_id": call_id, "run_id": run_id, "attempt_id": attempt_id, "agent": agent,
                "tier": decision.tier, "model": model,
                "task_text": text if self.models.store_prompts else None}
+        deadline = deadline or NO_DEADLINE
         tries = self.models.max_retries + 1
         failure: _Failure | None = None
         for attempt in range(1, tries + 1):
+            left = deadline.remaining_s()
+            if left is not None and left < _MIN_TRY_S:  # nothing sent: no row, the caller is told why
+                raise self._deadline_error(model, deadline, attempt - 1, failure,
+                                           f"ran out before try {attempt} was sent")
+            timeout = self.models.timeout_s if left is None else min(self.models.timeout_s, left)
             started = time.monotonic()
             try:
-                message = self._client.messages.create(**params)
+                message = self._client.messages.create(**params, timeout=timeout)
             except anthropic.APIError as exc:
-                failure = self._failure(exc)
-                self._record({**row, "try_no": attempt, "latency_s": time.monotonic() - started,
-                              "status": failure.status, "error": failure.message, "cost_usd": 0.0,
-                              **dict.fromkeys(USAGE_FIELDS, 0)})  # failed tries are not billed
+                failure = self._failure(exc, timeout=timeout, capped=timeout < self.models.timeout_s)
+                failed = {**row, "try_no": attempt, "latency_s": time.monotonic() - started,
+                          "cost_usd": 0.0, **dict.fromkeys(USAGE_FIELDS, 0)}  # failed tries are not billed
                 if not failure.retryable:
+                    self._record({**failed, "status": failure.status, "error": failure.message})
                     raise LLMError(f"model call to {model} failed: {failure.message}",
                                    status_code=failure.status_code, error_type=failure.error_type,
                                    tries=attempt) from None
+                delay = self._delay(attempt, failure.retry_after) if attempt < tries else 0.0
+                left = deadline.remaining_s()
+                if failure.status == DEADLINE_EXCEEDED or (
+                        attempt < tries and left is not None and left < delay + _MIN_TRY_S):
+                    why = ("ran out during the try" if failure.status == DEADLINE_EXCEEDED else
+                           f"leaves {max(left or 0.0, 0.0):.1f}s, too little for a retry in {delay:.1f}s")
+                    note = failure.message if failure.status == DEADLINE_EXCEEDED else \
+                        f"{failure.message}; deadline exceeded: no retry ({deadline.describe()} {why})"
+                    self._record({**failed, "status": failure.status, "error": note})
+                    raise self._deadline_error(model, deadline, attempt, failure, why) from None
+                self._record({**failed, "status": failure.status, "error": failure.message})
                 if attempt < tries:
-                    self._sleep(self._delay(attempt, failure.retry_after))
+                    self._sleep(deadline.cap(delay))
                 continue
             latency = time.monotonic() - started
             usage = usage_tokens(message.usage)
@@ -208,11 +240,23 @@ class LLMClient:
         backoff = min(self.models.backoff_max_s, self.models.backoff_base_s * 2 ** (attempt - 1))
         return backoff * random.uniform(0.5, 1.0)  # jitter: parallel attempts must not retry in lockstep
 
-    def _failure(self, exc: Any) -> _Failure:
+    @staticmethod
+    def _deadline_error(model: str, deadline: Deadline, tries: int, failure: _Failure | None, why: str) -> LLMError:
+        last = f"; last error: {failure.message}" if failure is not None and \
+            failure.status != DEADLINE_EXCEEDED else ""
+        return LLMError(f"model call to {model} stopped after {tries} tries: deadline exceeded "
+                        f"({deadline.describe()} {why}){last}",
+                        status_code=failure.status_code if failure is not None else None,
+                        error_type=DEADLINE_EXCEEDED, tries=tries)
+
+    def _failure(self, exc: Any, *, timeout: float, capped: bool = False) -> _Failure:
         import anthropic
 
         if isinstance(exc, anthropic.APITimeoutError):
-            return _Failure("timeout", True, f"no answer within {self.models.timeout_s:g}s (timeout)")
+            if capped:  # the try's timeout was the time left to the deadline
+                return _Failure(DEADLINE_EXCEEDED, True,
+                                f"deadline exceeded: no answer within {timeout:.1f}s, the time left (timeout)")
+            return _Failure("timeout", True, f"no answer within {timeout:g}s (timeout)")
         if isinstance(exc, anthropic.APIConnectionError):
             return _Failure("connection_error", True, self._redact(f"connection error: {exc}"))
         code = getattr(exc, "status_code", None)
@@ -272,4 +316,4 @@ def _last_user_text(messages: Sequence[Any]) -> str:
     return last_user_text([m if isinstance(m, dict) else dict(m) for m in messages])[:4000]
 
 
-__all__ = ["MISSING_KEY", "CallRecord", "LLMClient", "insert_calls"]
+__all__ = ["DEADLINE_EXCEEDED", "MISSING_KEY", "CallRecord", "LLMClient", "insert_calls"]

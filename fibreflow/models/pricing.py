@@ -8,6 +8,7 @@ own rate; adding the cache counts to ``input_tokens`` a second time is the class
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 
 RATE_FIELDS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+MAX_TOKENS = 10**12
+"""Most tokens of one kind in one call: far above any context window, far below a float's overflow."""
 _DATE_SUFFIX = re.compile(r"-\d{8}$")
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the source tree, where data/ ships
 
@@ -49,17 +52,24 @@ def _get(obj: Any, name: str) -> Any:
     return getattr(obj, name, None)
 
 
+def _token_count(name: str, value: Any) -> int:
+    """One token count: a whole number from 0 to MAX_TOKENS (None is 0); else ValueError naming it."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a non-negative number, got {type(value).__name__}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if not 0 <= value <= MAX_TOKENS:  # a 400-digit count would overflow the dollars
+        shown = f"{value!r}" if abs(value) < 10**20 else "a number of more than 20 digits"
+        raise ValueError(f"{name} must be a number from 0 to {MAX_TOKENS}, got {shown}")
+    return int(value)
+
+
 def usage_tokens(usage: Any) -> dict[str, int]:
-    """The four token counts of an SDK ``Usage`` or a dict, missing ones as 0."""
-    out: dict[str, int] = {}
-    for name in USAGE_FIELDS:
-        value = _get(usage, name)
-        if value is None:
-            value = 0
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise ValueError(f"usage.{name} must be a non-negative number, got {value!r}")
-        out[name] = int(value)
-    return out
+    """The four token counts of an SDK ``Usage`` or a dict, missing ones as 0; a count that is not
+    a number from 0 to ``MAX_TOKENS`` is a ValueError naming it."""
+    return {name: _token_count(f"usage.{name}", _get(usage, name)) for name in USAGE_FIELDS}
 
 
 def resolve_path(path: str | Path) -> Path:
@@ -124,8 +134,8 @@ class Pricing:
         if r.long is not None and r.long_threshold is not None and prompt > r.long_threshold:
             r = r.long
         split = _get(usage, "cache_creation")
-        w5 = int(_get(split, "ephemeral_5m_input_tokens") or 0)
-        w1 = int(_get(split, "ephemeral_1h_input_tokens") or 0)
+        w5 = _token_count("usage.cache_creation.ephemeral_5m_input_tokens", _get(split, "ephemeral_5m_input_tokens"))
+        w1 = _token_count("usage.cache_creation.ephemeral_1h_input_tokens", _get(split, "ephemeral_1h_input_tokens"))
         # tokens the split does not cover (older APIs omit it) go at the requested TTL's rate
         rest = max(0, t["cache_creation_input_tokens"] - w5 - w1)
         if cache_ttl == "1h":

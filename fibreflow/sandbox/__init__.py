@@ -8,7 +8,8 @@ Modules:
 - ``backends``: backends by name (``local``, ``e2b``); ``profiles`` (+ ``profiles.yaml``): limit sets.
 - ``local``: bubblewrap over a copy-on-write overlay, with ``isolation`` (what this host allows),
   ``launch`` (one command), ``layers`` (the workspace on disk), ``cgroups`` (limits),
-  ``state`` (the registry and the reaper) and ``diffing`` (the attempt's diff).
+  ``state`` (the registry and the reaper), ``disk`` (the size-limited tmpfs an attempt writes to)
+  and ``diffing`` (the attempt's diff).
 - ``e2b``: E2B cloud sandboxes; ``repo_archive``: the repository as one upload.
 - ``manager``: ``SandboxManager``, create -> execute -> extract results -> clean up, each session recorded.
 - ``records``: ``sandbox_sessions`` rows and the ``SessionWriter`` the manager hands them to

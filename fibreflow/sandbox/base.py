@@ -27,10 +27,19 @@ class SandboxProfile:
     memory_mb: int = 2048
     max_processes: int = 256
     max_file_size_mb: int = 512
+    disk_mb: int = 1024
+    """What the attempt may write in all (its workspace changes); see ``fibreflow.sandbox.disk``."""
     network: bool = False
     env_passthrough: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
+
+
+def store_files(db_path: str | Path) -> list[Path]:
+    """A store file and what DuckDB and fibreflow keep beside it (WAL, lock, temp directory):
+    what every backend keeps out of its sandboxes."""
+    db = Path(db_path).expanduser().resolve()
+    return [db, *(db.with_name(db.name + suffix) for suffix in (".wal", ".lock", ".tmp"))]
 
 
 @dataclass(frozen=True)

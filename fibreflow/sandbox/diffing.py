@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from fibreflow.errors import SandboxError
-from fibreflow.sandbox.layers import EXCLUDED_TOP, LayerView, lower_entry
+from fibreflow.sandbox.layers import EXCLUDED_TOP, LayerView, is_hidden, lower_entry
 
 Ignored = Callable[[list[str]], set[str]]
 _GIT_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull, "LC_ALL": "C",
@@ -97,22 +97,26 @@ def diff_overlay(view: LayerView, scratch: Path, *, ignored: Ignored) -> str:
     return git_diff(pairs, scratch)
 
 
-def _tree(root: Path) -> dict[str, os.stat_result]:
+def _tree(root: Path, hidden: tuple[str, ...]) -> dict[str, os.stat_result]:
     found: dict[str, os.stat_result] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = os.path.relpath(dirpath, root)
         if rel_dir == ".":
             dirnames[:] = [d for d in dirnames if d not in EXCLUDED_TOP]
             filenames = [f for f in filenames if f not in EXCLUDED_TOP]
+        if hidden:
+            dirnames[:] = [d for d in dirnames if not is_hidden(os.path.normpath(os.path.join(rel_dir, d)), hidden)]
+            filenames = [f for f in filenames if not is_hidden(os.path.normpath(os.path.join(rel_dir, f)), hidden)]
         for name in [*filenames, *[d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]]:
             rel = os.path.normpath(os.path.join(rel_dir, name))
             found[rel] = os.lstat(os.path.join(dirpath, name))
     return found
 
 
-def diff_copy(base: Path, work: Path, scratch: Path, *, ignored: Ignored) -> str:
-    """The diff of a copy-mode sandbox: compares the whole copy with the repository."""
-    old, new = _tree(base), _tree(work)
+def diff_copy(base: Path, work: Path, scratch: Path, *, ignored: Ignored, hidden: tuple[str, ...] = ()) -> str:
+    """The diff of a copy-mode sandbox: compares the whole copy with the repository (``hidden``
+    paths, never copied, left out on both sides)."""
+    old, new = _tree(base, hidden), _tree(work, hidden)
     changed = []
     for rel in sorted(old.keys() | new.keys()):
         a, b = old.get(rel), new.get(rel)

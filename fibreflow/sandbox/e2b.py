@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from fibreflow.errors import SandboxError, SandboxUnavailable
-from fibreflow.sandbox.base import CommandResult, SandboxProfile
+from fibreflow.sandbox.base import CommandResult, SandboxProfile, store_files
 from fibreflow.sandbox.repo_archive import repo_archive
 
 if TYPE_CHECKING:
@@ -109,7 +109,8 @@ class E2BBackend:
                     "fibreflow_run": labels.get("fibreflow_run") or labels.get("run_id") or self.run_id or "adhoc",
                     "feature": labels.get("feature_id") or labels.get("feature") or "",
                     "attempt": labels.get("attempt_id") or labels.get("attempt") or ""}
-        archive = repo_archive(Path(repo))  # before the VM exists: an unreadable repo costs nothing
+        # before the VM exists: an unreadable repo costs nothing; the store and the state stay here
+        archive = repo_archive(Path(repo), exclude=[*store_files(self.settings.db_path), self.settings.state_dir])
         lifetime = int(min(3600, max(300, 3 * profile.wall_timeout_s + 120)))
         sdk = self._with_retries("create", lambda: self.client.create(
             template=self.settings.sandbox.e2b_template, timeout=lifetime, metadata=metadata,

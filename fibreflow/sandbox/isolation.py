@@ -23,7 +23,7 @@ MODE_BWRAP_COPY = "bwrap+copy"
 MODE_COPY = "copy (REDUCED ISOLATION)"
 MODES = (MODE_OVERLAY, MODE_BWRAP_COPY, MODE_COPY)
 
-OVERLAY_OPTIONS = "lowerdir=lower,upperdir=upper,workdir=work,redirect_dir=off,metacopy=off,index=off,xino=off"
+OVERLAY_OPTIONS = "lowerdir=lower,upperdir=disk/upper,workdir=disk/work,redirect_dir=off,metacopy=off,index=off,xino=off"
 HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # /etc entries a toolchain needs; nothing that may hold secrets (no shadow, ssh, ssl/private, gitconfig)
@@ -164,7 +164,7 @@ def _overlay_works() -> bool:
     except OSError:
         return False
     with tempfile.TemporaryDirectory(prefix="fibreflow-probe-") as tmp:
-        for name in ("repo", "upper", "work", "merged"):
+        for name in ("repo", "disk", "disk/upper", "disk/work", "merged"):
             os.mkdir(os.path.join(tmp, name))
         os.symlink(os.path.join(tmp, "repo"), os.path.join(tmp, "lower"))
         return _run_quiet(["unshare", "-m", "--propagation", "private", "mount", "-t", "overlay",

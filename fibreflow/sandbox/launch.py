@@ -112,15 +112,23 @@ def wait_for(pid: int, deadline: float, over_limit: Callable[[], str | None],
             os.close(fd)
 
 
-def kill_reason(exit_code: int, stderr: str, groups: CgroupSet, *, oom0: int, refused0: int) -> str | None:
-    """Why a command that ended on its own was stopped by a limit or a signal (None: it was not)."""
+def kill_reason(exit_code: int, stderr: str, groups: CgroupSet, *, oom0: int, refused0: int,
+                disk_full: bool = False) -> str | None:
+    """Why a command that ended on its own was stopped by a limit or a signal (None: it was not).
+
+    ``disk_full``: the command left the sandbox's disk full (``disk_mb`` reached); that counts
+    even when it exited 0, since what it wrote was cut short.
+    """
     if exit_code == 0:
-        return None
+        return "disk" if disk_full else None
     sig = exit_code - 128 if exit_code > 128 else 0
+    tail = stderr[-2000:]
     if groups.oom_kills() > oom0:
         return "memory"
-    if sig == signal.SIGXFSZ or "File too large" in stderr[-2000:]:  # Python ignores SIGXFSZ: EFBIG
+    if sig == signal.SIGXFSZ or "File too large" in tail:  # Python ignores SIGXFSZ: EFBIG
         return "file_size"
+    if disk_full or "No space left on device" in tail:
+        return "disk"
     if sig == signal.SIGXCPU:
         return "cpu"
     if groups.pids_refused() > refused0:

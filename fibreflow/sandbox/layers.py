@@ -56,12 +56,23 @@ def split_path(path: str) -> list[str]:
     return [c for c in path.split("/") if c not in ("", ".")]
 
 
-class LayerView:
-    """The merged view of ``upper`` over ``lower`` (``lower=None``: upper alone)."""
+def is_hidden(rel: str, hidden: tuple[str, ...]) -> bool:
+    """Whether the workspace path ``rel`` is one of ``hidden`` or lies below one."""
+    return any(rel == h or rel.startswith(h + "/") for h in hidden)
 
-    def __init__(self, upper: Path, lower: Path | None = None) -> None:
+
+class LayerView:
+    """The merged view of ``upper`` over ``lower`` (``lower=None``: upper alone).
+
+    ``hidden`` paths (relative to the workspace: the store, the state directory, ...) are never
+    part of what changed: they are masked from the sandbox (``hide``), and whatever the attempt
+    puts in their place is its own and stays out of the diff.
+    """
+
+    def __init__(self, upper: Path, lower: Path | None = None, *, hidden: tuple[str, ...] = ()) -> None:
         self.upper = upper
         self.lower = lower
+        self.hidden = hidden
 
     # -- lookup ----------------------------------------------------------------------------
 
@@ -198,6 +209,15 @@ class LayerView:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
 
+    def hide(self, rel: str) -> None:
+        """Make ``rel`` absent from the view, whatever the lower layer holds there now or later:
+        a whiteout in the upper layer (overlayfs never looks below one)."""
+        parts = rel.split("/")
+        self._ensure_dirs(parts[:-1])
+        host = self.upper.joinpath(*parts)
+        if _lstat(host) is None:
+            os.mknod(host, stat.S_IFCHR, os.makedev(0, 0))
+
     def remove(self, path: str) -> None:
         """Delete a file this host side wrote into the upper layer (fibreflow's own artefacts)."""
         parts = self.resolve(path)
@@ -223,6 +243,7 @@ class LayerView:
         found: list[str] = []
         for dirpath, dirnames, filenames in os.walk(host):
             rel = os.path.relpath(dirpath, self.lower)
+            dirnames[:] = [d for d in dirnames if not is_hidden(os.path.normpath(os.path.join(rel, d)), self.hidden)]
             found.extend(os.path.normpath(os.path.join(rel, f)) for f in filenames)
             for d in list(dirnames):
                 if os.path.islink(os.path.join(dirpath, d)):
@@ -243,6 +264,8 @@ class LayerView:
                     if not parts and entry.name in EXCLUDED_TOP:
                         continue
                     child = [*parts, entry.name]
+                    if self.hidden and is_hidden("/".join(child), self.hidden):
+                        continue
                     st = entry.stat(follow_symlinks=False)
                     if stat.S_ISDIR(st.st_mode):
                         if is_opaque(Path(entry.path)):
@@ -257,7 +280,7 @@ class LayerView:
                         changed.update(self._lower_files(child))
                         if not is_whiteout(st):
                             changed.add("/".join(child))
-        return changed
+        return {p for p in changed if not is_hidden(p, self.hidden)} if self.hidden else changed
 
 
 def _safe_lower_dir_chain(root: Path, parts: list[str]) -> bool:

@@ -1,7 +1,8 @@
 """The local backend: bubblewrap namespaces over a copy-on-write overlay of the repository.
 
-A sandbox is a directory ``<state>/sandboxes/<id>/`` holding an overlay upper layer (what the
-attempt changed) and a registry entry. Each command runs as::
+A sandbox is a directory ``<state>/sandboxes/<id>/`` holding a registry entry and its disk
+(``disk/``: a tmpfs of the profile's ``disk_mb``, see ``fibreflow.sandbox.disk``) with the
+overlay's upper layer (what the attempt changed). Each command runs as::
 
     unshare -m  ->  sh: join cgroups, set rlimits, mount overlay(lower=repo, upper)  ->  bwrap
 
@@ -11,11 +12,30 @@ user (no capabilities), PID, IPC, UTS, cgroup and network namespaces, a private 
 read-only system paths. When the command ends, its PID namespace ends and every process in it
 (daemons included) is killed, so between commands nothing runs and the host can read and
 write the layers directly (``fibreflow.sandbox.layers``).
+
+What an attempt sees: its repository copy, the interpreter, the system's tools and a minimal
+/etc; nothing of the store, the state directory, other sandboxes or the host's home, even when
+the repository contains them:
+
+- the store (``Settings.db_path``) and its WAL, lock and temp files, the state directory and
+  the fallback layer directories, and the home directory, where they lie inside the repository,
+  are masked by whiteouts in the upper layer (copy modes: never copied) and kept out of the
+  diff and of ``read_file``: the default layout (``data/fibreflow.duckdb`` under ``--repo .``)
+  must keep working, so these are hidden, not refused;
+- a repository that lies inside the state directory, or is the home directory itself, is
+  refused: there is nothing left to show once those are hidden;
+- sandboxes of a repository that contains the state directory keep their layers in the first
+  fallback directory outside it (``$TMPDIR``, ``/tmp``, ``/var/tmp``), or are refused, naming
+  both paths, when there is none. Every upper layer is its own tmpfs mount, and an overlay never
+  shows the mounts below its lower layer, so no sandbox shows another's layers either way.
+
+In the copy mode without bubblewrap a command runs on the host and can read anything there.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import logging
 import os
 import re
@@ -26,14 +46,15 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from fibreflow.clock import utc_now
 from fibreflow.errors import SandboxError
-from fibreflow.sandbox.base import CommandResult, SandboxProfile
+from fibreflow.sandbox import disk as disk_mod
+from fibreflow.sandbox.base import CommandResult, SandboxProfile, store_files
 from fibreflow.sandbox.cgroups import CgroupSet
 from fibreflow.sandbox.cgroups import available as cgroups_available
 from fibreflow.sandbox.diffing import diff_copy, diff_overlay
@@ -50,7 +71,7 @@ from fibreflow.sandbox.isolation import (
     system_args,
 )
 from fibreflow.sandbox.launch import BASH, kill_reason, read_output, setup_failed, setup_script, wait_for
-from fibreflow.sandbox.layers import WORKSPACE, LayerView
+from fibreflow.sandbox.layers import WORKSPACE, LayerView, is_hidden
 from fibreflow.sandbox.state import (
     MARKER_ENV,
     ReapReport,
@@ -74,14 +95,16 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ALIASES = {"overlay": MODE_OVERLAY, "bwrap-copy": MODE_BWRAP_COPY, "copy": MODE_COPY}
 
 
-
 class LocalSandbox:
     """One isolated, copy-on-write view of a repository (use ``LocalBackend.create``)."""
 
     backend = "local"
 
     def __init__(self, *, root: Path, repo: Path, profile: SandboxProfile, mode: str,
-                 etc: Path | None = None, labels: Mapping[str, str] | None = None) -> None:
+                 etc: Path | None = None, labels: Mapping[str, str] | None = None,
+                 hidden: tuple[str, ...] = (), limit_disk: bool = False) -> None:
+        """``hidden``: workspace paths to mask (see the module docstring); ``limit_disk``: put
+        what the attempt writes on a tmpfs of ``profile.disk_mb``."""
         self.id = uuid.uuid4().hex[:16]
         self.profile = profile
         self.repo = repo
@@ -100,10 +123,15 @@ class LocalSandbox:
         self._closed = False
         self._cgroups = CgroupSet({})
         self._etc = etc
+        self.hidden = hidden
+        self._limit_disk = limit_disk
+        self._disk: Path | None = None  # the tmpfs mount point, once mounted
         self.dir.mkdir()
         try:
             self._setup()
         except BaseException:
+            if self._disk is not None:
+                disk_mod.unmount(self._disk)
             self._cgroups.remove()
             remove_tree(self.dir)
             raise
@@ -112,22 +140,38 @@ class LocalSandbox:
 
     def _setup(self) -> None:
         p = self.profile
-        if cgroups_available():
-            self._cgroups = CgroupSet.create(self.id, memory_bytes=p.memory_mb << 20,
-                                             max_pids=p.max_processes)
+        if cgroups_available():  # the disk's pages are memory, charged to the sandbox too
+            memory_mb = p.memory_mb + (p.disk_mb if self._limit_disk else 0)
+            self._cgroups = CgroupSet.create(self.id, memory_bytes=memory_mb << 20, max_pids=p.max_processes)
         if self.isolation == MODE_OVERLAY:
-            for name in ("upper", "work", "merged"):
-                (self.dir / name).mkdir()
+            disk = self.dir / "disk"
+            disk.mkdir()
+            (self.dir / "merged").mkdir()
+            if self._limit_disk:
+                disk_mod.mount(disk, p.disk_mb)
+                self._disk = disk
+            (disk / "upper").mkdir()
+            (disk / "work").mkdir()
             os.symlink(self.repo, self.dir / "lower")
-            self.view = LayerView(self.dir / "upper", self.repo)
+            self.view = LayerView(disk / "upper", self.repo, hidden=self.hidden)
+            for rel in self.hidden:
+                self.view.hide(rel)
         else:
-            shutil.copytree(self.repo, self.dir / "workspace", symlinks=True)
-            self.view = LayerView(self.dir / "workspace")
+            copy = self.dir / "workspace"
+            copy.mkdir()
+            if self._limit_disk:  # the copy, then disk_mb more
+                disk_mod.mount(copy, None)
+                self._disk = copy
+            shutil.copytree(self.repo, copy, symlinks=True, dirs_exist_ok=True,
+                            ignore=self._not_copied if self.hidden else None)
+            if self._disk is not None:
+                disk_mod.resize(copy, p.disk_mb)
+            self.view = LayerView(copy, hidden=self.hidden)
         if self.isolation == MODE_COPY:
             (self.dir / "home").mkdir()
         register(self.dir, {"id": self.id, **owner_record(), "created_at": self.started_at.isoformat(),
                             "repo": str(self.repo), "mode": self.isolation, "profile": p.name,
-                            "labels": self.labels,
+                            "labels": self.labels, "disk": str(self._disk) if self._disk else None,
                             "cgroups": {k: str(v) for k, v in self._cgroups.paths.items()}})
         self._script = setup_script(directory=self.dir, profile=p, cgroups=self._cgroups,
                                     overlay=self.isolation == MODE_OVERLAY, copy=self.isolation == MODE_COPY,
@@ -138,6 +182,14 @@ class LocalSandbox:
             self._bwrap = ["bwrap", *system_args(p.network, self._etc), "--size", str(p.memory_mb << 20),
                            "--tmpfs", "/tmp", *python_args(), "--bind", workspace, WORKSPACE, "--remount-ro", "/",
                            "--chdir", WORKSPACE, "--clearenv"]
+
+    def _not_copied(self, directory: str, names: list[str]) -> set[str]:
+        rel = os.path.relpath(directory, self.repo)
+        prefix = "" if rel == "." else rel + "/"
+        return {name for name in names if is_hidden(prefix + name, self.hidden)}
+
+    def _disk_full(self) -> bool:
+        return self._disk is not None and disk_mod.full(self._disk)
 
     def _build_env(self) -> dict[str, str]:
         p = self.profile
@@ -181,6 +233,7 @@ class LocalSandbox:
     def _run_locked(self, argv: list[str], env: dict[str, str], timeout: float) -> CommandResult:
         groups = self._cgroups
         oom0, refused0, cpu0 = groups.oom_kills(), groups.pids_refused(), groups.cpu_s()
+        full0 = self._disk_full()
         out_path, err_path = self.dir / "stdout", self.dir / "stderr"
         copy_mode = self.isolation == MODE_COPY
         host_env = env if copy_mode else {"PATH": HOST_PATH, "LC_ALL": "C", MARKER_ENV: self.id}
@@ -215,8 +268,9 @@ class LocalSandbox:
         if setup_failed(code, stderr):
             raise SandboxError(f"sandbox {self.id} could not start the command: {stderr.strip()}")
         exit_code = 128 - code if code < 0 else code
-        if reason is None:
-            reason = kill_reason(exit_code, stderr, self._cgroups, oom0=oom0, refused0=refused0)
+        if reason is None:  # a disk that was full before counts only if this command failed
+            full = self._disk_full() and (exit_code != 0 or not full0)
+            reason = kill_reason(exit_code, stderr, self._cgroups, oom0=oom0, refused0=refused0, disk_full=full)
         self.commands_run += 1
         if reason is not None:
             self.killed_reason = reason
@@ -251,7 +305,14 @@ class LocalSandbox:
         with self._lock:
             self._check_open()
             for path, content in files.items():
-                self.view.write_bytes(path, content.encode() if isinstance(content, str) else content)
+                try:
+                    self.view.write_bytes(path, content.encode() if isinstance(content, str) else content)
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                        raise
+                    self.killed_reason = "disk"
+                    raise SandboxError(f"sandbox {self.id}: disk limit of {self.profile.disk_mb} MB reached "
+                                       f"writing {path}") from exc
 
     def read_bytes(self, path: str) -> bytes:
         """The bytes of a file as the sandbox sees it."""
@@ -269,7 +330,8 @@ class LocalSandbox:
             self._check_open()
             if self.isolation == MODE_OVERLAY:
                 return diff_overlay(self.view, self.dir / "diff", ignored=self._ignored)
-            return diff_copy(self.repo, self.dir / "workspace", self.dir / "diff", ignored=self._ignored)
+            return diff_copy(self.repo, self.dir / "workspace", self.dir / "diff", ignored=self._ignored,
+                             hidden=self.hidden)
 
     def _ignored(self, paths: list[str]) -> set[str]:
         # asked inside the sandbox, where git sees the workspace's own .gitignore files (e.g. the
@@ -319,6 +381,8 @@ class LocalSandbox:
             self._cpu_s = self.cpu_seconds
             self._cgroups.kill_all()
             self._cgroups.remove()
+            if self._disk is not None:  # detached at once; its memory is freed when the last user goes
+                disk_mod.unmount(self._disk)
             janitor.remove(self.dir)
             self.ended_at = utc_now()
 
@@ -339,12 +403,20 @@ class LocalBackend:
     name = "local"
 
     def __init__(self, *, state_dir: str | Path | None = None, isolation: str | None = None,
-                 reap: bool = True) -> None:
-        if state_dir is None:
-            from fibreflow.config import load_settings
+                 reap: bool = True, hidden_paths: Iterable[str | Path] = ()) -> None:
+        """``state_dir`` defaults to ``Settings.state_dir``. Sandboxes never see the state
+        directory nor the configured store (``Settings.db_path``) and its companion files;
+        ``hidden_paths`` names more files or directories to keep from them (another store:
+        ``fibreflow.sandbox.base.store_files(path)``)."""
+        from fibreflow.config import load_settings
 
-            state_dir = load_settings().state_dir
+        settings = load_settings()
+        if state_dir is None:
+            state_dir = settings.state_dir
         self.root = Path(state_dir).expanduser().resolve() / "sandboxes"
+        self.state = self.root.parent
+        self.hidden = tuple(dict.fromkeys([*store_files(settings.db_path),
+                                           *(Path(p).expanduser().resolve() for p in hidden_paths)]))
         self.mode = _ALIASES.get(isolation, isolation) if isolation else isolation_mode()
         if self.mode not in MODES:
             raise SandboxError(f"unknown isolation mode {self.mode!r} (known: {', '.join(MODES)})")
@@ -354,15 +426,36 @@ class LocalBackend:
             message = (f"fibreflow sandboxes run with reduced isolation: {self.mode} "
                        f"(best here: {isolation_mode()})")
             if self.mode == MODE_COPY:
-                message += "; commands run on the host with only rlimits and cgroups around them"
+                message += ("; commands run on the host with only rlimits and cgroups around them, and can "
+                            "read whatever the host holds (the store, other sandboxes)")
+            log.warning(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+        self.limit_disk = disk_mod.available()
+        if not self.limit_disk:
+            message = ("fibreflow sandboxes have no disk limit here (mounting a tmpfs needs root): disk_mb "
+                       "does not apply, only max_file_size_mb bounds each file")
             log.warning(message)
             warnings.warn(message, RuntimeWarning, stacklevel=2)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.alternates = self._alternate_roots()
+        try:
+            self.home: Path | None = Path.home().resolve()
+        except (KeyError, RuntimeError):  # no HOME and no passwd entry
+            self.home = None
+        # never shown to a sandbox, wherever they lie: the state, the fallbacks, home, the store
+        self._private = tuple(dict.fromkeys([self.state, *(root.parent for root in self.alternates),
+                                             *([self.home] if self.home else []), *self.hidden]))
         self.etc = prepare_etc(self.root.parent / "sysroot") if self.mode != MODE_COPY else None
         self.last_reap: ReapReport | None = self.reap() if reap else None
 
-    def _alternate_root(self) -> Path:
-        return Path(os.environ.get("TMPDIR", "/tmp")) / f"fibreflow-{os.geteuid()}" / "sandboxes"
+    def _alternate_roots(self) -> list[Path]:
+        """Where sandboxes of a repository that contains the state directory go, best first."""
+        roots: list[Path] = []
+        for base in (os.environ.get("TMPDIR") or "/tmp", "/tmp", "/var/tmp"):
+            root = Path(base).expanduser().resolve() / f"fibreflow-{os.geteuid()}" / "sandboxes"
+            if root not in roots:
+                roots.append(root)
+        return roots
 
     def drain(self) -> None:
         """Wait until closed sandboxes' directories are deleted (``close`` queues that work)."""
@@ -371,8 +464,9 @@ class LocalBackend:
     def reap(self) -> ReapReport:
         """Reclaim sandboxes of dead owner processes under this backend's state directories."""
         report = reap_orphans(self.root)
-        alternate = self._alternate_root()
-        if alternate.exists():
+        for alternate in self.alternates:
+            if alternate == self.root or not alternate.exists():
+                continue
             extra = reap_orphans(alternate)
             for key, value in vars(extra).items():
                 current = getattr(report, key)
@@ -385,13 +479,35 @@ class LocalBackend:
         return []
 
     def _root_for(self, repo: Path) -> Path:
-        # an overlay's upper layer must not lie inside its lower layer, and a sandbox must not
-        # see other sandboxes through the repository: keep state outside the repository
-        if self.root == repo or self.root.is_relative_to(repo):
-            alternate = self._alternate_root()
-            alternate.mkdir(parents=True, exist_ok=True)
-            return alternate
-        return self.root
+        # an overlay's upper layer must not lie inside its lower layer (nor a copy inside what it
+        # copies): a repository that contains the state directory gets its layers elsewhere
+        if not self.root.is_relative_to(repo):
+            return self.root
+        tried = []
+        for root in self.alternates:
+            tried.append(str(root))
+            if root.is_relative_to(repo) or repo.is_relative_to(root):
+                continue
+            try:
+                root.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                st = os.lstat(root.parent)
+                if not os.path.isdir(root.parent) or os.path.islink(root.parent) or st.st_uid != os.geteuid():
+                    continue  # someone else's (or a planted link): not a place for our layers
+                root.mkdir(exist_ok=True)
+            except OSError:
+                continue
+            return root
+        raise SandboxError(f"repository {repo} contains the sandbox state directory {self.state}, and no "
+                           f"fallback for the sandbox layers lies outside it (tried {', '.join(tried)}): set "
+                           "state_dir in fibreflow.yaml (or XDG_STATE_HOME, or TMPDIR) to a directory "
+                           "outside the repository")
+
+    def _masked(self, repo: Path) -> tuple[str, ...]:
+        """Workspace paths to hide from sandboxes of ``repo``: the private paths inside it."""
+        inside = sorted({p.relative_to(repo).as_posix() for p in self._private
+                         if p != repo and p.is_relative_to(repo)})
+        # a path below another hidden one is hidden with it
+        return tuple(rel for rel in inside if not any(is_hidden(rel, (other,)) for other in inside if other != rel))
 
     def create(self, repo: str | Path, profile: SandboxProfile | str = "python-tests", *,
                labels: Mapping[str, str] | None = None) -> LocalSandbox:
@@ -401,13 +517,18 @@ class LocalBackend:
         repo_path = Path(repo).expanduser().resolve()
         if not repo_path.is_dir():
             raise SandboxError(f"{repo}: not a directory")
-        if repo_path.is_relative_to(self.root):
-            raise SandboxError(f"{repo}: lies inside the sandbox state directory {self.root}")
+        for private in (self.state, *(root.parent for root in self.alternates)):
+            if repo_path.is_relative_to(private):
+                raise SandboxError(f"{repo}: lies inside the sandbox state directory {private}")
+        if repo_path == self.home:
+            raise SandboxError(f"{repo}: is the home directory; an attempt would see its keys and "
+                               "settings: give the project's directory")
         return LocalSandbox(root=self._root_for(repo_path), repo=repo_path, profile=load_profile(profile),
-                            mode=self.mode, etc=self.etc, labels=labels)
+                            mode=self.mode, etc=self.etc, labels=labels, hidden=self._masked(repo_path),
+                            limit_disk=self.limit_disk)
 
     def info(self) -> dict[str, Any]:
         """What this backend runs with."""
         return {"backend": self.name, "isolation": self.mode, "state_dir": str(self.root),
-                "cgroups": list(cgroups_available())}
+                "cgroups": list(cgroups_available()), "disk_limit": "tmpfs" if self.limit_disk else None}
 

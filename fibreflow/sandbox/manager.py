@@ -10,9 +10,10 @@ queued on a build's batch writer. The manager knows agents only as something wit
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +22,13 @@ from typing import Protocol, TypeVar
 from fibreflow.clock import utc_now
 from fibreflow.errors import SandboxError
 from fibreflow.sandbox.backends import get_backend
-from fibreflow.sandbox.base import CommandResult, Sandbox, SandboxBackend, SandboxProfile
+from fibreflow.sandbox.base import CommandResult, Sandbox, SandboxBackend, SandboxProfile, store_files
 from fibreflow.sandbox.profiles import load_profile
 from fibreflow.sandbox.records import SessionRow, SessionWriter, store_sessions
 from fibreflow.sandbox.results import instrumented_command, parse_coverage, parse_junit
 from fibreflow.store import Store
 
+log = logging.getLogger(__name__)
 _Task = TypeVar("_Task", contravariant=True)
 _Outcome = TypeVar("_Outcome", covariant=True)
 _T = TypeVar("_T")
@@ -74,8 +76,14 @@ class SandboxManager:
 
     def __init__(self, *, repo: str | Path, store: Store | None = None,
                  record_session: SessionWriter | None = None, backend: str | SandboxBackend = "local",
-                 run_id: str | None = None, state_dir: str | Path | None = None) -> None:
-        """Sessions go to ``record_session`` or, without one, straight to ``store``."""
+                 run_id: str | None = None, state_dir: str | Path | None = None,
+                 hidden_paths: Iterable[str | Path] = ()) -> None:
+        """Sessions go to ``record_session`` or, without one, straight to ``store``.
+
+        A local backend made here hides from its sandboxes, beyond the configured store and the
+        state directory (which it always hides), ``store``'s files and ``hidden_paths`` (give
+        ``fibreflow.sandbox.base.store_files(path)`` for a store passed as ``record_session``).
+        """
         if record_session is None:
             if store is None:
                 raise SandboxError("SandboxManager needs a store or a record_session writer")
@@ -84,16 +92,25 @@ class SandboxManager:
         self.repo = Path(repo).expanduser().resolve()
         self.run_id = run_id
         if isinstance(backend, str):
-            options = {"state_dir": state_dir} if backend == "local" and state_dir is not None else {}
+            options: dict[str, object] = {}
+            if backend == "local":
+                options["hidden_paths"] = [*hidden_paths, *(store_files(store.path) if store is not None else [])]
+                if state_dir is not None:
+                    options["state_dir"] = state_dir
             backend = get_backend(backend, **options)
         self.backend: SandboxBackend = backend
         self._sessions: dict[str, _Session] = {}
+        self._live: dict[str, Sandbox] = {}
+        self._cancelled: str | None = None
+        self._cancelled_ids: set[str] = set()
         self._lock = threading.Lock()
 
     def create_sandbox(self, feature_id: str, profile: str | SandboxProfile = "python-tests", *,
                        attempt_id: str | None = None) -> Sandbox:
         """A fresh sandbox for one attempt at ``feature_id``."""
         prof = load_profile(profile)
+        if self._cancelled is not None:
+            raise SandboxError(f"no new sandbox: the run was {self._cancelled}")
         labels = {"feature": feature_id}
         if self.run_id:
             labels["fibreflow_run"] = self.run_id
@@ -104,7 +121,32 @@ class SandboxManager:
         with self._lock:
             self._sessions[sandbox.id] = _Session(feature_id, attempt_id, prof.name,
                                                   getattr(sandbox, "started_at", started))
+            self._live[sandbox.id] = sandbox
+            cancelled = self._cancelled
+            if cancelled is not None:
+                self._cancelled_ids.add(sandbox.id)
+        if cancelled is not None:  # cancelled while the sandbox was being made
+            self.cleanup_sandbox(sandbox, outcome="cancelled")
+            raise SandboxError(f"sandbox {sandbox.id} closed at once: the run was {cancelled}")
         return sandbox
+
+    def cancel(self, reason: str = "cancelled") -> int:
+        """Refuse new sandboxes and close every open one, which kills what runs in it; returns how
+        many were open.
+
+        Each close runs on a thread of its own (a close may wait for a command to notice its kill),
+        so this returns at once; call it again to close anew what is still open (a close that
+        raced with a command's start kills that command the second time). Their sessions record
+        ``killed_reason`` ``cancelled``.
+        """
+        with self._lock:
+            self._cancelled = reason
+            live = list(self._live.values())
+            self._cancelled_ids.update(self._live)
+        for sandbox in live:
+            threading.Thread(target=_close_quietly, args=(sandbox,), name=f"fibreflow-cancel-{sandbox.id}",
+                             daemon=True).start()
+        return len(live)
 
     @contextmanager
     def session(self, feature_id: str, profile: str | SandboxProfile = "python-tests", *,
@@ -161,6 +203,7 @@ class SandboxManager:
         """Close the sandbox and record its session (once; a second call does nothing)."""
         with self._lock:
             session = self._sessions.pop(sandbox.id, None)
+            self._live.pop(sandbox.id, None)
         error: BaseException | None = None
         try:
             sandbox.close()
@@ -192,8 +235,16 @@ class SandboxManager:
             "cpu_s": round(float(cpu), 6) if isinstance(cpu, int | float) else None,
             "est_cost_usd": est_cost,
             "outcome": "cleanup_failed" if error is not None else outcome,
-            "killed_reason": getattr(sandbox, "killed_reason", None),
+            "killed_reason": ("cancelled" if sandbox.id in self._cancelled_ids
+                              else getattr(sandbox, "killed_reason", None)),
         }
+
+
+def _close_quietly(sandbox: Sandbox) -> None:
+    try:
+        sandbox.close()
+    except Exception as exc:  # the attempt's own cleanup tries again and records the failure
+        log.warning("could not close sandbox %s: %s", sandbox.id, exc)
 
 
 def _read_optional(sandbox: Sandbox, path: str) -> str | None:

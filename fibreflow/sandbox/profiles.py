@@ -15,7 +15,7 @@ PROFILES_FILE = Path(__file__).with_name("profiles.yaml")
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _POSITIVE_NUMBERS = {"wall_timeout_s": float, "cpu_time_s": int, "memory_mb": int, "max_processes": int,
-                     "max_file_size_mb": int}
+                     "max_file_size_mb": int, "disk_mb": int}
 _FIELDS = {*_POSITIVE_NUMBERS, "network", "env_passthrough", "env", "description", "extends"}
 
 

@@ -22,6 +22,7 @@ missing variable fails that one check (status ``error`` naming the variable) and
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from fibreflow.errors import ConditionError, ConfigError
 from fibreflow.sla.checks import CHECK_PARAMS, CHECK_TYPES, validate_params
 from fibreflow.sla.conditions import parse_condition
 from fibreflow.sla.messages import check_template
-from fibreflow.sla.model import AlertRule, MonitoringSettings
+from fibreflow.sla.model import MAX_TIMEOUT_S, AlertRule, MonitoringSettings
 from fibreflow.yamlio import LoadedYaml, load_yaml
 
 if TYPE_CHECKING:
@@ -146,13 +147,22 @@ def _pydantic_error(loaded: LoadedYaml, exc: ValidationError, prefix: Sequence[A
     return loaded.error(msg, keys)
 
 
-def _number(loaded: LoadedYaml, value: Any, keys: Sequence[Any], *, positive: bool) -> float:
+def _number(loaded: LoadedYaml, value: Any, keys: Sequence[Any], *, positive: bool,
+            maximum: float | None = None) -> float:
+    where = ".".join(map(str, keys))
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise loaded.error(f"{'.'.join(map(str, keys))} must be a number of seconds, got {value!r}", keys)
-    if value < 0 or (positive and value == 0):
-        raise loaded.error(f"{'.'.join(map(str, keys))} must be {'above' if positive else 'at least'} 0, "
-                           f"got {value!r}", keys)
-    return float(value)
+        raise loaded.error(f"{where} must be a number of seconds, got {value!r}", keys)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a float
+        number = math.inf
+    if not math.isfinite(number):
+        raise loaded.error(f"{where} must be a finite number, got {value!r}", keys)
+    if number < 0 or (positive and number == 0):
+        raise loaded.error(f"{where} must be {'above' if positive else 'at least'} 0, got {value!r}", keys)
+    if maximum is not None and number > maximum:
+        raise loaded.error(f"{where} must be at most {maximum:g}, got {value!r}", keys)
+    return number
 
 
 def _monitoring(loaded: LoadedYaml, raw: Any, settings: Settings | None) -> MonitoringSettings:
@@ -209,7 +219,7 @@ def _checks(loaded: LoadedYaml, raw: Any, slas: Mapping[str, float],
             raise _pydantic_error(loaded, exc, keys, f"check '{name}' ({check_type})",
                                   CHECK_PARAMS[check_type]) from None
         timeout = body.get("timeout", monitoring.timeout)
-        timeout = _number(loaded, timeout, [*keys, "timeout"], positive=True)
+        timeout = _number(loaded, timeout, [*keys, "timeout"], positive=True, maximum=MAX_TIMEOUT_S)
         warn = body.get("warn_after")
         error = body.get("error_after")
         warn = None if warn is None else _number(loaded, warn, [*keys, "warn_after"], positive=False)

@@ -1,17 +1,28 @@
 """Alert texts: rule templates with {name} {value} {threshold} {status} {severity} {reason},
 and the Slack Block Kit layout (header with severity, section with value / threshold / status).
+
+Templates are bounded: a format spec may ask for a width or precision of at most ``MAX_WIDTH``
+and may not nest fields (``{value:{threshold}}``), a template is at most ``MAX_MESSAGE_CHARS``
+long, and a rendered message longer than that (a long ``{reason}``) is cut with a marker.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 import string
 from typing import Any
 
 from fibreflow.errors import ConfigError
 
 TEMPLATE_FIELDS = ("name", "value", "threshold", "status", "severity", "reason")
+MAX_WIDTH = 100
+"""Largest width or precision a template's format spec may ask for (``{name:>20}``, ``{value:.3f}``)."""
+MAX_MESSAGE_CHARS = 4000
+"""Longest template, and longest message sent: a longer rendered text is cut and ends in TRUNCATED."""
+TRUNCATED = " … [truncated]"
+_NUMBER = re.compile(r"\d+")
 _EMOJI = {"info": ":information_source:", "warning": ":warning:", "critical": ":rotating_light:"}
 
 
@@ -43,11 +54,21 @@ def format_value(value: float | None) -> str:
 
 def check_template(template: str, *, key: str) -> None:
     """Raise ConfigError (naming ``key``) if ``template`` uses unknown fields or bad syntax."""
+    if len(template) > MAX_MESSAGE_CHARS:
+        raise ConfigError(f"{key}: the message template is {len(template)} characters long; at most "
+                          f"{MAX_MESSAGE_CHARS} are allowed", key=key)
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        parsed = [(f, spec or "") for _, f, spec, _ in string.Formatter().parse(template) if f is not None]
     except ValueError as exc:
         raise ConfigError(f"{key}: bad message template {template!r}: {exc}", key=key) from None
-    for name in fields:
+    for name, spec in parsed:
+        if "{" in spec or "}" in spec:
+            raise ConfigError(f"{key}: the format spec of {{{name}}} may not contain fields ({{...}})", key=key)
+        # width and precision are the only numbers of more than one digit a spec can hold
+        if any(int(number) > MAX_WIDTH for number in _NUMBER.findall(spec)):
+            raise ConfigError(f"{key}: the format spec {spec!r} of {{{name}}} asks for a width or precision "
+                              f"above {MAX_WIDTH}", key=key)
+    for name, _ in parsed:
         if name not in TEMPLATE_FIELDS:
             # also refuses {name.attr} / {name[0]}: templates never reach into objects
             raise ConfigError(f"{key}: unknown field {{{name}}} in message template; known fields: "
@@ -60,9 +81,12 @@ def check_template(template: str, *, key: str) -> None:
 
 def render(template: str, *, name: str, value: float | None, threshold: float | None, status: str,
            severity: str, reason: str | None) -> str:
-    """Fill a checked template."""
-    return template.format(name=name, value=Number(value), threshold=Number(threshold), status=status,
+    """Fill a checked template; a text longer than MAX_MESSAGE_CHARS is cut and ends in TRUNCATED."""
+    text = template.format(name=name, value=Number(value), threshold=Number(threshold), status=status,
                            severity=severity, reason=reason or "")
+    if len(text) > MAX_MESSAGE_CHARS:
+        text = text[:MAX_MESSAGE_CHARS - len(TRUNCATED)] + TRUNCATED
+    return text
 
 
 def slack_blocks(*, kind: str, text: str, name: str, severity: str, value: float | None,
@@ -89,4 +113,5 @@ def slack_blocks(*, kind: str, text: str, name: str, severity: str, value: float
     return blocks
 
 
-__all__ = ["TEMPLATE_FIELDS", "Number", "check_template", "format_value", "render", "slack_blocks"]
+__all__ = ["MAX_MESSAGE_CHARS", "MAX_WIDTH", "TEMPLATE_FIELDS", "TRUNCATED", "Number", "check_template",
+           "format_value", "render", "slack_blocks"]

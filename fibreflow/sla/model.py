@@ -44,8 +44,16 @@ class CheckResult:
                 "threshold": self.threshold, "reason": self.reason}
 
 
+# the ranges of the numeric settings: a day is the longest wait between cycles, a year the
+# longest cooldown, an hour the longest check, a century the longest history
+MAX_INTERVAL_S = 86_400.0
+MAX_COOLDOWN_S = 365 * 86_400.0
+MAX_TIMEOUT_S = 3_600.0
+MAX_DAYS = 36_500
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class AlertRule(_Strict):
@@ -58,7 +66,8 @@ class AlertRule(_Strict):
     severity: Literal["info", "warning", "critical"] = Field("warning", description="Shown in the message.")
     message: str = Field("{name} violated: {value} (SLA: {threshold})",
                          description="Template; fields {name} {value} {threshold} {status} {severity} {reason}.")
-    cooldown: float | None = Field(None, description="Seconds between repeats; default monitoring.cooldown.")
+    cooldown: float | None = Field(None, ge=0, le=MAX_COOLDOWN_S,
+                                   description="Seconds between repeats (0 to a year); default monitoring.cooldown.")
     notify_resolved: bool = Field(True, description="Send a resolved message when the condition clears.")
     resolved_message: str = Field("{name} resolved: {value} (SLA: {threshold})",
                                   description="Template of the resolved message; same fields as message.")
@@ -91,10 +100,13 @@ class MaintenanceWindow(_Strict):
 class MonitoringSettings(_Strict):
     """The ``monitoring:`` block."""
 
-    check_interval: float = Field(60, description="Seconds between cycles of `sla watch`.")
-    retention_days: int = Field(30, description="sla_checks rows older than this are deleted.")
-    cooldown: float = Field(300, description="Default seconds between repeated alerts of one SLA.")
-    timeout: float = Field(10, description="Default per-check timeout in seconds.")
-    compliance_window_days: int = Field(30, description="Rolling window for compliance.")
-    compliance_target: float = Field(0.95, description="Share of OK checks an SLA must reach.")
+    check_interval: float = Field(60, ge=1, le=MAX_INTERVAL_S,
+                                  description="Seconds between cycles of `sla watch` (1 to 86400).")
+    retention_days: int = Field(30, ge=1, le=MAX_DAYS,
+                                description="sla_checks rows older than this many days are deleted (1 to 36500).")
+    cooldown: float = Field(300, ge=0, le=MAX_COOLDOWN_S,
+                            description="Default seconds between repeated alerts of one SLA (0 to a year).")
+    timeout: float = Field(10, gt=0, le=MAX_TIMEOUT_S, description="Default per-check timeout in seconds (up to 3600).")
+    compliance_window_days: int = Field(30, ge=1, le=MAX_DAYS, description="Rolling window for compliance, in days.")
+    compliance_target: float = Field(0.95, gt=0, lt=1, description="Share of OK checks an SLA must reach (0 to 1).")
     maintenance_windows: list[MaintenanceWindow] = Field(default_factory=list)

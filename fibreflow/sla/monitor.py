@@ -32,7 +32,7 @@ from fibreflow.errors import CheckError, ConfigError, FibreflowError, MissingEnv
 from fibreflow.sla.checks import Measurement, run_check
 from fibreflow.sla.config import CheckSpec, SLAConfig
 from fibreflow.sla.health import HealthServer, health_document
-from fibreflow.sla.model import CheckResult, Status
+from fibreflow.sla.model import MAX_DAYS, MAX_INTERVAL_S, CheckResult, Status
 from fibreflow.store import Store
 
 log = logging.getLogger("fibreflow.sla")
@@ -159,8 +159,12 @@ class SLAMonitor:
 
     def apply_retention(self, now: dt.datetime | None = None) -> int:
         """Delete ``sla_checks`` rows older than ``monitoring.retention_days``; returns how many."""
+        days = self.config.monitoring.retention_days
+        if not 1 <= days <= MAX_DAYS:  # validated at load; a settings copy made in code is checked here
+            raise ConfigError(f"monitoring.retention_days must be 1 to {MAX_DAYS} days, got {days!r}: "
+                              "no rows were deleted", key="monitoring.retention_days")
         now = now or dt.datetime.now(dt.UTC)
-        cutoff = now - dt.timedelta(days=self.config.monitoring.retention_days)
+        cutoff = now - dt.timedelta(days=days)
         with self.store.connect(write=True) as con:
             row = con.execute("DELETE FROM sla_checks WHERE checked_at < ?", [cutoff]).fetchone()
         return int(row[0]) if row else 0
@@ -177,6 +181,9 @@ class SLAMonitor:
         Returns the number of cycles run.
         """
         interval = self.config.monitoring.check_interval if interval is None else interval
+        if not 0 <= interval <= MAX_INTERVAL_S:  # also refuses NaN
+            raise ConfigError(f"the interval must be 0 to {MAX_INTERVAL_S:g} seconds, got {interval!r}",
+                              key="monitoring.check_interval")
         stop = stop_event or threading.Event()
         if health_port is not None and self.health is None:
             self.serve_health(health_port)

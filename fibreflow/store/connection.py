@@ -10,12 +10,13 @@ serialised by an in-process lock, and their writes are batched by ``BatchWriter`
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import queue
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,6 +31,36 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DUCKDB_MAGIC = b"DUCK"
 _process_locks: dict[str, threading.RLock] = {}
 _process_locks_guard = threading.Lock()
+_open_hooks: list[Callable[[Store], None]] = []
+_hooked_paths: set[tuple[str, int]] = set()
+log = logging.getLogger(__name__)
+
+
+def add_open_hook(hook: Callable[[Store], None]) -> None:
+    """Call ``hook(store)`` once per process and file, right after the file is first migrated.
+
+    The store cannot know what its tables mean (their owners sit in later layers), so a command
+    hands it their housekeeping this way: the CLI registers the build's crash sweep
+    (``fibreflow.build.records.mark_crashed_runs``), and so the first command that opens the store
+    after a crash marks the crashed runs. A failing hook is logged, never raised.
+    """
+    with _process_locks_guard:
+        if hook not in _open_hooks:
+            _open_hooks.append(hook)
+
+
+def _run_open_hooks(store: Store) -> None:
+    key = (str(store.path), os.getpid())
+    with _process_locks_guard:
+        if key in _hooked_paths or not _open_hooks:
+            return
+        _hooked_paths.add(key)
+        hooks = list(_open_hooks)
+    for hook in hooks:
+        try:
+            hook(store)
+        except Exception as exc:  # housekeeping must not keep a command from its store
+            log.warning("store open hook %s failed on %s: %s", getattr(hook, "__name__", hook), store.path, exc)
 
 
 def _process_lock(path: Path) -> threading.RLock:
@@ -153,6 +184,7 @@ class Store:
             finally:
                 con.close()
         self._ready = True
+        _run_open_hooks(self)
         return version
 
     def _migrate(self, con: duckdb.DuckDBPyConnection) -> int:

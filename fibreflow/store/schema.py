@@ -213,6 +213,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             ended_at TIMESTAMPTZ
         );
     """),
+    Migration(6, "runs: the orchestrator process (pid, start time, host) and when its crash was noticed", """
+        ALTER TABLE runs ADD COLUMN orchestrator_pid INTEGER;
+        ALTER TABLE runs ADD COLUMN orchestrator_start BIGINT;
+        ALTER TABLE runs ADD COLUMN orchestrator_host VARCHAR;
+        ALTER TABLE runs ADD COLUMN crash_noticed_at TIMESTAMPTZ;
+    """),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

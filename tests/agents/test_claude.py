@@ -184,7 +184,8 @@ def test_turn_limit_ends_the_attempt_and_keeps_the_transcript(store: Store, sand
     assert len(_calls(store)) == 3
     with _agent(store, script) as agent:
         outcome = agent.run(_task(limits=AttemptLimits(timeout_s=0)), sandbox)
-    assert (outcome.status, outcome.error, outcome.turns) == ("limit", "time limit of the attempt reached", 0)
+    assert (outcome.status, outcome.error, outcome.turns) == \
+        ("limit", "deadline exceeded: the attempt's time limit of 0s was reached", 0)
 
 
 def test_spend_limit_reached_mid_attempt_stops_before_the_next_tool(store: Store, sandbox: LocalSandbox) -> None:
@@ -262,3 +263,27 @@ def test_agent_is_registered_and_checks_its_options(monkeypatch: pytest.MonkeyPa
         ClaudeAgent(script="demo_feature")
     with pytest.raises(ConfigError, match="no scripted conversation 'nope'"):
         ClaudeAgent(offline=True, script="nope")
+
+
+@pytest.mark.parametrize("route", ["task limits", "agent timeout_s"])
+def test_the_attempt_deadline_reaches_the_model_call_and_ends_the_attempt(
+        store: Store, sandbox: LocalSandbox, route: str) -> None:
+    import time
+
+    from fibreflow.models.scripted import ScriptedServer
+
+    # 10 s per try and 2 retries: without the deadline in the call the attempt would hang ~30 s
+    settings = Settings(models=ModelsSettings(timeout_s=10, max_retries=2, backoff_base_s=0.01))
+    by_task = route == "task limits"
+    with ScriptedServer({"default": "too late"}, latency_s=1000) as server:
+        client = LLMClient(store=store, settings=settings, base_url=server.base_url, api_key="sk-test-0123456789")
+        with ClaudeAgent(client=client, timeout_s=None if by_task else 2) as agent:
+            started = time.monotonic()
+            outcome = agent.run(_task(limits=AttemptLimits(timeout_s=2 if by_task else None)), sandbox)
+            assert time.monotonic() - started < 2 + 5  # the deadline holds
+        client.close()
+        assert server.request_count == 1  # no retry after the deadline
+    assert outcome.status == "limit" and outcome.turns == 0, outcome.error
+    assert outcome.error.startswith("deadline exceeded: the attempt's time limit of 2s was reached: model call to")
+    assert outcome.transcript[-1] == {"role": "end", "status": "limit", "reason": outcome.error}
+    assert [r["status"] for r in _calls(store)] == ["deadline_exceeded"]

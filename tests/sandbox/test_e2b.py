@@ -126,6 +126,21 @@ def test_upload_is_one_archive_and_diff_is_git(cloud: fake.FakeCloud, repo: Path
     assert cloud.running() == []
 
 
+def test_the_store_and_the_state_directory_are_never_uploaded(cloud: fake.FakeCloud, repo: Path) -> None:
+    # the default layout: the store under the repository (untracked, not ignored), the state too
+    (repo / "data").mkdir()
+    for name in ("fibreflow.duckdb", "fibreflow.duckdb.wal", "fibreflow.duckdb.lock", "pricing.yaml"):
+        (repo / "data" / name).write_text("STORE" if "duckdb" in name else "price: 1\n")
+    (repo / ".state" / "fibreflow" / "sandboxes" / "x").mkdir(parents=True)
+    (repo / ".state" / "fibreflow" / "sandboxes" / "x" / "secret.txt").write_text("SECRET")
+    settings = load_settings().model_copy(update={"db_path": repo / "data" / "fibreflow.duckdb",
+                                                  "state_dir": repo / ".state" / "fibreflow"})
+    with _backend(cloud, settings=settings).create(repo, PROFILE) as box:
+        listing = box.run("find . -path ./.git -prune -o -type f -print | sort").stdout.split()
+    assert "./data/pricing.yaml" in listing
+    assert not [f for f in listing if "duckdb" in f or "state" in f], listing
+
+
 def test_commands_report_exit_codes_env_and_timeouts(cloud: fake.FakeCloud, repo: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("E2B_API_KEY", "secret-value")

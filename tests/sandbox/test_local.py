@@ -42,7 +42,7 @@ def test_run_reports_exit_code_output_and_duration(backend: LocalBackend, repo: 
 def test_creation_copies_nothing_and_the_upper_layer_holds_exactly_the_change(
         backend: LocalBackend, repo: Path) -> None:
     with backend.create(repo, tight()) as sb:
-        upper = sb.dir / "upper"
+        upper = sb.dir / "disk" / "upper"
         assert list(upper.iterdir()) == []
         sb.run("echo more >> README.md && mkdir -p new && echo x > new/file.txt")
         changed = sorted(str(p.relative_to(upper)) for p in upper.rglob("*"))

@@ -17,6 +17,7 @@ def test_shipped_profiles_exist_and_let_no_secret_in() -> None:
         profile = load_profile(name)
         assert profile.env_passthrough == ()  # API keys never enter unless a profile names them
         assert profile.wall_timeout_s > 0 and profile.memory_mb > 0 and profile.max_processes > 0
+        assert 0 < profile.disk_mb <= profile.memory_mb * 2  # a tmpfs: memory the host must have
     assert load_profile("networked").network and not load_profile("python-tests").network
     assert load_profile("quick").wall_timeout_s < load_profile("build").wall_timeout_s
 
@@ -37,6 +38,7 @@ def test_extends_inherits_and_merges_env(tmp_path: Path) -> None:
     ("quick:\n  wall_timeout_s: 5\n  memory_mb: [1\n", 4, "malformed YAML"),
     ("quick:\n  wall_timeout_s: 5\n  memroy_mb: 100\n", 3, "unknown key 'memroy_mb'"),
     ("quick:\n  max_processes: -3\n", 2, "max_processes must be a positive number"),
+    ("quick:\n  disk_mb: 0\n", 2, "disk_mb must be a positive number"),
     ("quick:\n  network: maybe\n", 2, "network must be true or false"),
     ("quick:\n  env_passthrough: [ok, 'not valid']\n", 2, "env_passthrough must be a list of variable names"),
     ("a:\n  extends: b\nb:\n  extends: a\n", 4, "extends forms a cycle (a -> b -> a)"),

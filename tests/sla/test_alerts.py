@@ -241,3 +241,14 @@ def test_decide_is_pure_and_covers_the_episode() -> None:
     s3, k3 = decide(s2, holds=False, known=True, silenced=False, cooldown=60, now=at(40), value=0,
                     notify_resolved=True)
     assert k3 == "resolved" and not s3.active
+
+
+def test_a_long_rendered_message_is_cut_with_a_marker(store: Store) -> None:
+    from fibreflow.sla.messages import MAX_MESSAGE_CHARS, TRUNCATED
+
+    d = dispatcher(store, AlertRule(condition="lag > 300", message="{name}: {reason}"))
+    d.evaluate([result(400, at(0), reason="x" * 100_000)], now=at(0))
+    [row] = outbox(store)
+    assert len(row["message"]) == MAX_MESSAGE_CHARS
+    assert row["message"].startswith("lag: xxx") and row["message"].endswith(TRUNCATED)
+    assert json.loads(row["payload"])["text"] == row["message"]

@@ -210,3 +210,41 @@ def test_watch_process_serves_health_and_stops_on_sigterm(sources: dict[str, Pat
             proc.wait()
     assert proc.returncode == 0, err
     assert re.search(r"stopped after \d+ cycles", out)
+
+
+@pytest.mark.parametrize("extra, key, line", [
+    ("monitoring:\n  retention_days: -1\n  check_interval: 0\n", "check_interval", 9),
+    ("monitoring:\n  retention_days: -1\n", "retention_days", 8),
+])
+def test_out_of_range_monitoring_is_refused_and_the_history_kept(sources: dict[str, Path], tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str], extra: str,
+                                                                 key: str, line: int) -> None:
+    from fibreflow.sla.monitor import insert_checks
+
+    store = Store(os.environ["FIBREFLOW_DB"])
+    store.migrate()
+    earlier = dt.datetime.now(dt.UTC) - dt.timedelta(days=3)
+    insert_checks(store, [{"cycle_id": f"c{i}", "name": "images_fresh", "check_type": "file_age", "value": 5.0,
+                           "threshold": 600.0, "status": "ok", "checked_at": earlier - dt.timedelta(hours=i),
+                           "duration_s": 0.01} for i in range(5)])
+    before = store.query_df("SELECT * FROM sla_checks ORDER BY checked_at")
+    path = write_config(tmp_path, extra)
+    for argv in (["sla", "check", "--config", str(path)], ["sla", "watch", "--config", str(path), "--cycles", "1"]):
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 2 and f"{path}:{line}: monitoring: {key}: " in err, (argv, err)
+    after = store.query_df("SELECT * FROM sla_checks ORDER BY checked_at")
+    assert len(after) == 5 and after.equals(before)
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["compliance", "--days", "1e10"], "--days"), (["compliance", "--days", "nan"], "--days"),
+    (["watch", "--interval", "nan", "--cycles", "1"], "--interval"),
+    (["watch", "--interval", "inf", "--cycles", "1"], "--interval"),
+])
+def test_numeric_options_out_of_range_are_usage_errors(sources: dict[str, Path], tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str], argv: list[str],
+                                                       option: str) -> None:
+    code = main(["sla", argv[0], "--config", str(write_config(tmp_path)), *argv[1:]])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{option} must be" in err and "Traceback" not in err

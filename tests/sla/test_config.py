@@ -199,3 +199,44 @@ def test_config_from_dict_and_select(tmp_path: Path) -> None:
     assert [c.name for c in config.select(["b"])] == ["b"]
     with pytest.raises(ConfigError, match="unknown SLA 'c'; known: a, b"):
         config.select(["c"])
+
+
+@pytest.mark.parametrize("setting, key, problem", [
+    ("retention_days: -1", "retention_days", "greater than or equal to 1"),
+    ("retention_days: 1000000", "retention_days", "less than or equal to 36500"),
+    ("check_interval: 0", "check_interval", "greater than or equal to 1"),
+    ("check_interval: .nan", "check_interval", "finite number"),
+    ("timeout: .inf", "timeout", "finite number"),
+    ("cooldown: -5", "cooldown", "greater than or equal to 0"),
+    ("compliance_window_days: 0", "compliance_window_days", "greater than or equal to 1"),
+    ("compliance_target: 1.5", "compliance_target", "less than 1"),
+])
+def test_monitoring_numbers_have_ranges(tmp_path: Path, setting: str, key: str, problem: str) -> None:
+    err = load_error(tmp_path, GOOD + f"monitoring:\n  cooldown: 60\n  {setting}\n")
+    assert err.line == 13 and err.key == f"monitoring.{key}"
+    assert f"monitoring: {key}: " in str(err) and problem in str(err)
+
+
+@pytest.mark.parametrize("old, new, line, problem", [
+    ("orders_fresh: 300", "orders_fresh: .inf", 2, "slas.orders_fresh must be a finite number"),
+    ("warn_after: 200", "warn_after: .nan", 9, "warn_after must be a finite number"),
+    ("timeout: 3", "timeout: 5000", 10, "timeout must be at most 3600"),
+    ("timeout: 3", "timeout: " + "9" * 400, 10, "timeout must be a finite number"),
+])
+def test_check_numbers_are_finite_and_in_range(tmp_path: Path, old: str, new: str, line: int, problem: str) -> None:
+    err = load_error(tmp_path, GOOD.replace(old, new))
+    assert err.line == line and problem in str(err)
+
+
+@pytest.mark.parametrize("field, template, problem", [
+    ("message", "'{name!r:>99999999}'", "asks for a width or precision above 100"),
+    ("message", "'{value:.500f}'", "asks for a width or precision above 100"),
+    ("resolved_message", "'{name:0>{threshold}}'", "may not contain fields"),
+    ("message", "'" + "x" * 5000 + "'", "at most 4000 are allowed"),
+])
+def test_alert_templates_are_bounded_at_load(tmp_path: Path, field: str, template: str, problem: str) -> None:
+    err = load_error(tmp_path, GOOD + f"alerts:\n  - condition: orders_fresh > 1\n    {field}: {template}\n")
+    assert err.line == 13 and err.key == f"alerts.0.{field}" and problem in str(err)
+    ok = load_sla_config(write(tmp_path, GOOD + "alerts:\n  - condition: orders_fresh > 1\n"
+                                                "    message: '{name:>20} {value:8.2f} {threshold:,.1f}'\n"))
+    assert ok.alerts[0].message.startswith("{name:>20}")

@@ -251,6 +251,27 @@ def test_retention_deletes_only_old_rows(tmp_path: Path, store: Store) -> None:
     assert len(left) == 2 and left["checked_at"].min() > now - dt.timedelta(days=7)
 
 
+def test_retention_and_interval_out_of_range_in_code_delete_nothing_and_do_not_spin(store: Store) -> None:
+    import dataclasses
+
+    config = sla_config_from_dict({"slas": {"a": 60}, "checks": {"a": {"type": "file_age", "path": "/x"}}})
+    with pytest.raises(ConfigError, match=r"monitoring: retention_days: .*greater than or equal to 1"):
+        sla_config_from_dict({"slas": {"a": 60}, "checks": {"a": {"type": "file_age", "path": "/x"}},
+                              "monitoring": {"retention_days": -1}})
+    # a copy made in code skips validation: the monitor checks again before it deletes or loops
+    bad = dataclasses.replace(config, monitoring=config.monitoring.model_copy(
+        update={"retention_days": -1, "check_interval": float("nan")}))
+    now = dt.datetime(2024, 6, 1, tzinfo=UTC)
+    store.insert_rows("sla_checks", [{"name": "a", "status": "ok", "checked_at": now - dt.timedelta(days=d)}
+                                     for d in (1, 30)])
+    monitor = SLAMonitor(bad, store=store)
+    with pytest.raises(ConfigError, match="retention_days must be 1 to 36500 days, got -1: no rows were deleted"):
+        monitor.apply_retention(now=now)
+    with pytest.raises(ConfigError, match="interval must be 0 to 86400 seconds, got nan"):
+        monitor.watch(cycles=1)
+    assert store.scalar("SELECT count(*) FROM sla_checks") == 2
+
+
 # -- watch and /health ------------------------------------------------------------------
 
 
