@@ -145,6 +145,18 @@ def test_default_workers_follow_the_backend() -> None:
     assert default_workers("e2b", attempts=3) == 20
 
 
+def test_every_attempt_has_a_deadline_by_default(store, repo: Path) -> None:
+    from fibreflow.agents import AttemptLimits
+    from fibreflow.sandbox.profiles import load_profile
+
+    runner = ParallelRunner(store, repo, agent=CommandAgent("true"), profile="quick")
+    assert runner.limits.timeout_s == load_profile("quick").wall_timeout_s
+    given = ParallelRunner(store, repo, agent=CommandAgent("true"), limits=AttemptLimits(timeout_s=7, max_turns=3))
+    assert (given.limits.timeout_s, given.limits.max_turns) == (7, 3)
+    kept = ParallelRunner(store, repo, agent=CommandAgent("true"), profile="build", limits=AttemptLimits(max_turns=2))
+    assert (kept.limits.timeout_s, kept.limits.max_turns) == (load_profile("build").wall_timeout_s, 2)
+
+
 def test_bad_arguments_are_refused(store, repo: Path) -> None:
     with pytest.raises(RunnerError, match="attempts"):
         ParallelRunner(store, repo, agent=CommandAgent("true"), attempts=0)

@@ -8,5 +8,5 @@ Helpers (underscored, not benchmarks): ``_humaneval`` (tasks and samples), ``_te
 task's visible and generated tests), ``_harness`` (runs candidates against tests, stdlib only),
 ``_execution`` (candidates in a sandbox, with a cache), ``_candidates`` (shared by the selection
 benchmarks), ``_stoprule`` (the escalation rule and its calibration), ``_learning_demo`` (the
-autopilot twice on the demo repository), ``_twin_browser`` (the twin in chromium).
+autopilot twice on the demo repository), ``_twin_browser`` (the twin in chromium), ``_repo`` (a one-file git repository).
 """

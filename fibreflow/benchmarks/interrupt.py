@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from fibreflow.benchmarks._repo import bench_repo
 from fibreflow.errors import BenchmarkError
 
 
@@ -50,16 +51,6 @@ def _pids(marker: bytes, *, argv0: bool) -> list[int]:
     return found
 
 
-def _repo(root: Path) -> Path:
-    repo = root / "repo"
-    repo.mkdir()
-    (repo / "README.md").write_text("benchmark repository\n")
-    for cmd in (["init", "-q"], ["add", "-A"],
-                ["-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qm", "init"]):
-        subprocess.run(["git", "-C", str(repo), *cmd], check=True, capture_output=True)
-    return repo
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.attempts < 1:
         raise BenchmarkError(f"--attempts must be at least 1, got {args.attempts}")
@@ -67,7 +58,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     marker = f"ffbench{uuid.uuid4().hex[:12]}"
     with tempfile.TemporaryDirectory(prefix="fibreflow-bench-interrupt-") as tmp:
         root = Path(tmp)
-        repo = _repo(root)
+        repo = bench_repo(root)
         db = root / "fibreflow.duckdb"
         env = {**os.environ, "FIBREFLOW_DB": str(db), "XDG_STATE_HOME": str(root / "state")}
         env.pop("FIBREFLOW_CONFIG", None)

@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib.util
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from fibreflow.agents import AttemptOutcome, AttemptTask
+from fibreflow.benchmarks._repo import bench_repo
 from fibreflow.build.features import FeatureList
 from fibreflow.build.runner import ParallelRunner
 from fibreflow.errors import BenchmarkError
@@ -69,16 +69,6 @@ class LatencyAgent:
         return outcome
 
 
-def _repo(root: Path) -> Path:
-    repo = root / "repo"
-    repo.mkdir()
-    (repo / "README.md").write_text("benchmark repository\n")
-    for cmd in (["init", "-q"], ["add", "-A"],
-                ["-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qm", "init"]):
-        subprocess.run(["git", "-C", str(repo), *cmd], check=True, capture_output=True)
-    return repo
-
-
 def _timed(store: Store, repo: Path, agent: LatencyAgent, args: argparse.Namespace, attempts: int,
            workers: int) -> float:
     features = FeatureList.from_data([{"id": "write-result", "description": "Write ok to result.txt",
@@ -102,7 +92,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     workers = args.workers or args.attempts
     with tempfile.TemporaryDirectory(prefix="fibreflow-bench-parallel-") as tmp:
         root = Path(tmp)
-        repo = _repo(root)
+        repo = bench_repo(root)
         store = Store(root / "bench.duckdb", lock_timeout_s=60)
         store.migrate()
         server = None
