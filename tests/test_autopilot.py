@@ -286,6 +286,7 @@ def test_failures_are_learned_and_the_resumed_build_uses_them(store: Store, repo
     assert store.scalar("SELECT count(*) FROM pattern_events WHERE event = 'helped'") == 2
 
 
+@pytest.mark.slow
 def test_build_report_notebook_runs_the_offline_demo_under_papermill(store: Store, tmp_path: Path) -> None:
     demo = write_demo_repo(tmp_path / "demo")
     out = run_report("build", parameters={"attempts": 2, "repo": str(demo)}, reports_dir=tmp_path / "reports",

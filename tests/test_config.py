@@ -3,8 +3,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from store_support import filled_store, store_unchanged
 
-from fibreflow.config import load_settings
+from fibreflow.config import SandboxSettings, StoreSettings, load_settings
 from fibreflow.errors import ConfigError, MissingEnvError
 from fibreflow.yamlio import expand_env
 
@@ -79,3 +80,61 @@ def test_numbers_out_of_range_name_file_line_and_key(tmp_path: Path, text: str, 
     with pytest.raises(ConfigError) as info:
         load_settings(cfg)
     assert str(info.value).startswith(f"{cfg}:{line}: {key}: ") and problem in str(info.value)
+
+
+def _cost_cli(capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """``fibreflow cost analyze --json``: a command that loads the settings, then reads the store."""
+    import fibreflow.cli as cli
+
+    code = cli.main(["cost", "analyze", "--json"])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("how", ["FIBREFLOW_CONFIG", "argument"])
+def test_a_missing_config_file_is_named_and_the_store_left_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], how: str) -> None:
+    store = filled_store(tmp_path / "fibreflow.duckdb")
+    missing = tmp_path / "nowhere" / "ff.yaml"
+    with store_unchanged(store.path):
+        if how == "argument":
+            with pytest.raises(ConfigError) as info:
+                load_settings(missing)
+            assert str(info.value) == f"{missing}: file not found" and info.value.path == str(missing)
+        else:
+            monkeypatch.setenv("FIBREFLOW_CONFIG", str(missing))
+            with pytest.raises(ConfigError, match=f"^{missing}: file not found$"):
+                load_settings()
+            code, err = _cost_cli(capsys)
+            assert code == 2 and f"{missing}: file not found" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("text", ["- reports_dir: out\n- store: {}\n", "just some words\n", "42\n"],
+                         ids=["list", "text", "number"])
+def test_a_config_that_is_not_a_mapping_is_named_and_the_store_left_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], text: str) -> None:
+    store = filled_store(tmp_path / "fibreflow.duckdb")
+    monkeypatch.chdir(tmp_path)  # found as ./fibreflow.yaml
+    cfg = tmp_path / "fibreflow.yaml"
+    cfg.write_text(text)
+    with store_unchanged(store.path):
+        with pytest.raises(ConfigError) as info:
+            load_settings()
+        assert str(info.value) == "fibreflow.yaml: the top level must be a mapping of settings"
+        code, err = _cost_cli(capsys)
+        assert code == 2 and "fibreflow.yaml: the top level must be a mapping of settings" in err
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# nothing set yet\n", "---\n"],
+                         ids=["empty", "blank-lines", "comment-only", "document-marker"])
+def test_an_empty_config_file_means_the_defaults_and_the_store_is_left_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], text: str) -> None:
+    store = filled_store(tmp_path / "fibreflow.duckdb")
+    cfg = tmp_path / "ff.yaml"
+    cfg.write_text(text)
+    monkeypatch.setenv("FIBREFLOW_CONFIG", str(cfg))
+    with store_unchanged(store.path):
+        settings = load_settings()
+        assert settings.source == cfg and settings.db_path == store.path
+        assert (settings.store, settings.sandbox) == (StoreSettings(), SandboxSettings())  # the defaults
+        code, err = _cost_cli(capsys)
+        assert code == 0 and err == ""

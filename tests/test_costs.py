@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from anthropic.types import Usage
+from store_support import filled_store, store_unchanged
 
 import fibreflow.cli as cli
 from fibreflow.config import load_settings
@@ -247,3 +248,34 @@ def test_null_token_columns_in_llm_calls_are_counted_as_zero(store: Store, prici
     assert len(report.calls) == 2
     assert sorted(report.calls["input_tokens"]) == [0, 1000] and sorted(report.calls["output_tokens"]) == [0, 100]
     assert report.model_cost == pytest.approx(0.003 + unpriced)
+
+
+@pytest.mark.parametrize("bad, error", [
+    ('{"timestamp": "yesterday", "model": "claude-sonnet-4-5", "input_tokens": 1}', "timestamp"),
+    ('{"timestamp": "2026-13-45T12:00:00Z", "model": "claude-sonnet-4-5", "input_tokens": 1}', "timestamp"),
+    ('{"timestamp": -1e300, "model": "claude-sonnet-4-5", "input_tokens": 1}', "timestamp"),
+    ('{"timestamp": null, "model": "claude-sonnet-4-5", "input_tokens": 1}', "timestamp"),
+    ('{"model": "claude-sonnet-4-5", "input_tokens": 1}', "no timestamp"),
+    ('{"timestamp": "2026-03-30T12:00:00Z", "model": "claude-sonnet-4-5", "input_tokens": -5}',
+     "usage.input_tokens must be a number from 0"),
+    ('{"timestamp": "2026-03-30T12:00:00Z", "model": "claude-sonnet-4-5", "input_tokens": 5, "output_tokens": -1}',
+     "usage.output_tokens must be a number from 0"),
+    ('{"timestamp": "2026-03-30T12:00:00Z", "model": "claude-sonnet-4-5", "cache_read_input_tokens": -1}',
+     "usage.cache_read_input_tokens must be a number from 0"),
+    ('{"timestamp": "2026-03-30T12:00:00Z", "model": "claude-sonnet-4-5", "cache_creation_input_tokens": -0.5}',
+     "usage.cache_creation_input_tokens must be a number from 0"),
+], ids=["time-words", "time-month-13", "time-far-past", "time-null", "time-missing", "input-negative",
+        "output-negative", "cache-read-negative", "cache-write-negative"])
+def test_bad_timestamps_and_negative_tokens_name_file_line_and_field_and_leave_the_store_alone(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: str, error: str) -> None:
+    store = filled_store(tmp_path / "fibreflow.duckdb")  # FIBREFLOW_DB: the CLI reads its llm_calls too
+    good = json.dumps({"timestamp": (dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).isoformat(), **_GOOD})
+    log = tmp_path / "calls.jsonl"
+    log.write_text(f"{good}\n{good}\n{bad}\n")
+    with store_unchanged(store.path) as before:
+        assert cli.main(["cost", "analyze", str(log), "--days", "36500", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    [malformed] = out["malformed_lines"]
+    assert (malformed["file"], malformed["line"]) == (str(log), 3)
+    assert error in malformed["error"], malformed["error"]
+    assert out["calls"] == 2 + before.row_counts["llm_calls"]  # the good lines and the store's calls, no more

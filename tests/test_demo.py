@@ -2,10 +2,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from fibreflow.demo import run_sla_demo
 from fibreflow.store import Store
 
 
+@pytest.mark.slow
 def test_sla_demo_violates_recovers_and_alerts_twice_over(tmp_path: Path) -> None:
     db = tmp_path / "demo.duckdb"
     lines: list[str] = []

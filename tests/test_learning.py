@@ -255,5 +255,9 @@ def test_stats_and_cli(store, runs: dict, capsys: pytest.CaptureFixture[str]) ->
     assert "nope" in capsys.readouterr().err
 
 
-def test_store_file_is_the_configured_one(store) -> None:
-    assert Path(store.path).name == "fibreflow.duckdb"
+def test_a_knowledge_base_without_a_store_uses_the_configured_file(store, runs: dict[str, dict]) -> None:
+    kb = FailureKnowledgeBase()  # no store given: the code resolves FIBREFLOW_DB (set per test by conftest)
+    assert Path(kb.store.path) == Path(store.path)
+    pid = kb.store_failure(attempt_of(runs["import"], attempt_id="cfg1"))
+    assert pid is not None
+    assert store.scalar("SELECT count(*) FROM learned_patterns WHERE pattern_id = ?", [pid]) == 1

@@ -109,7 +109,7 @@ def test_a_server_that_never_answers_times_out(store: Store) -> None:
         started = time.monotonic()
         with pytest.raises(LLMError, match="after 2 tries.*timeout"):
             llm.create_message(messages=ASK, max_tokens=100)
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < 2 * 0.3 * 3 + 5  # two tries of 0.3 s, not the 30 s answer
     assert [r["status"] for r in rows(store)] == ["timeout", "timeout"]
 
 
@@ -167,7 +167,7 @@ def test_a_deadline_cuts_the_try_and_no_retry_follows(store: Store) -> None:
         started = time.monotonic()
         with pytest.raises(LLMError) as err:
             llm.create_message(messages=ASK, max_tokens=100, deadline=Deadline.after(1.5))
-        assert time.monotonic() - started < 1.5 + 5  # the deadline holds
+        assert time.monotonic() - started < 1.5 * 3 + 5  # the 1.5 s deadline holds
         assert server.request_count == 1  # no retry after the deadline
     assert err.value.error_type == DEADLINE_EXCEEDED and err.value.tries == 1
     assert "deadline exceeded (time limit of 1.5s ran out during the try)" in str(err.value)
@@ -182,7 +182,7 @@ def test_retry_sleeps_stop_at_the_deadline(store: Store) -> None:
         started = time.monotonic()
         with pytest.raises(LLMError, match=r"stopped after 1 tries: deadline exceeded .*529 overloaded") as err:
             llm.create_message(messages=ASK, max_tokens=100, deadline=Deadline.after(3))
-        assert time.monotonic() - started < 3 + 5 and server.request_count == 1
+        assert time.monotonic() - started < 3 * 3 + 5 and server.request_count == 1  # the 3 s deadline
     assert (err.value.error_type, err.value.status_code) == (DEADLINE_EXCEEDED, 529)
     [row] = rows(store)
     assert row["status"] == "overloaded" and "deadline exceeded: no retry" in row["error"]

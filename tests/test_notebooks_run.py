@@ -12,6 +12,7 @@ from fibreflow.store import Store
 from fibreflow.twin.sample_data import fill_sample_history
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["learning", "simulate", "digital_twin"])
 def test_notebook_runs_with_its_defaults(name: str, store: Store, tmp_path: Path) -> None:
     fill_sample_history(store, days=3, seed=1)
@@ -23,6 +24,7 @@ def test_notebook_runs_with_its_defaults(name: str, store: Store, tmp_path: Path
     assert out.html_path.stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_learning_report_shows_the_knowledge_base(store: Store) -> None:
     from fibreflow.learning.report import load_learning_report
 

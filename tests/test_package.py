@@ -2,6 +2,10 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
+import shutil
+import socket
+from pathlib import Path
 
 import pytest
 
@@ -40,5 +44,22 @@ def test_doctor_json_reports_secrets_as_set_never_their_values(
     assert facts["ANTHROPIC_API_KEY"] == "set"
     assert facts["E2B_API_KEY"] == "not set"
     assert "sk-ant-secret-value-123" not in out
+    # every fact agrees with a check made here, independently of the doctor's code
+    with socket.create_connection(("127.0.0.1", 5432), timeout=3):  # CI starts PostgreSQL; down is a failure
+        pass
     assert facts["postgres_127.0.0.1:5432"] is True
-    assert code == (0 if facts["offline_demo_ready"] else 1)
+    for tool in ("bwrap", "git", "chromium"):  # CI installs all three
+        found = shutil.which(tool)
+        assert found is not None, f"{tool} is not installed on this machine"
+        assert facts[tool] == found
+    assert facts["python_kernel"] is True
+    assert facts["store"] == os.environ["FIBREFLOW_DB"]
+    assert facts["offline_demo_ready"] is True and code == 0
+
+
+def test_doctor_exits_1_when_git_is_missing(monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no git, no bwrap, no chromium
+    code = main(["doctor", "--json"])
+    facts = json.loads(capsys.readouterr().out)
+    assert (facts["git"], facts["bwrap"], facts["offline_demo_ready"], code) == (None, None, False, 1)

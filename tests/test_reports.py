@@ -44,6 +44,7 @@ def _fill(store: Store) -> None:
     store.insert_rows("sla_checks", rows)
 
 
+@pytest.mark.slow
 def test_cli_sla_report_writes_notebook_and_offline_html(store: Store, tmp_path: Path) -> None:
     _fill(store)
     exe = Path(sys.executable).with_name("fibreflow")
@@ -88,6 +89,7 @@ def test_cli_sla_report_writes_notebook_and_offline_html(store: Store, tmp_path:
     assert not page_errors and all(u.startswith("file:") for u in fetched)
 
 
+@pytest.mark.slow
 def test_failing_cell_raises_report_error_and_keeps_the_notebook(tmp_path: Path) -> None:
     marker = tmp_path / "interpreter.txt"
     with pytest.raises(ReportError) as info:
@@ -105,13 +107,15 @@ def test_failing_cell_raises_report_error_and_keeps_the_notebook(tmp_path: Path)
     assert marker.read_text() == sys.executable
 
 
+@pytest.mark.slow
 def test_hung_kernel_is_stopped_by_the_wall_clock_guard(tmp_path: Path) -> None:
     pid_file = tmp_path / "kernel.pid"
+    timeout = 4
     started = time.monotonic()
     with pytest.raises(ReportError, match="timed out after 4s in cell 1") as info:
         run_report(str(FIXTURES / "hang.ipynb"), parameters={"seconds": "120", "pid_path": str(pid_file)},
-                   reports_dir=tmp_path, timeout_s=4)
-    assert time.monotonic() - started < 20
+                   reports_dir=tmp_path, timeout_s=timeout)
+    assert time.monotonic() - started < timeout * 3 + 10  # the guard, not the cell's 120 s; 10 s for the kernel
     assert info.value.cell_index == 1 and Path(info.value.notebook_path).exists()
     pid = int(pid_file.read_text())
     with pytest.raises(ProcessLookupError):

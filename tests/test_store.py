@@ -7,10 +7,12 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from store_support import filled_store, store_unchanged
 
-from fibreflow.errors import ForeignDatabaseError, StoreLockTimeout
+import fibreflow.store.connection as connection
+from fibreflow.errors import ForeignDatabaseError, StoreError, StoreLockTimeout
 from fibreflow.store import Store
-from fibreflow.store.schema import LATEST_VERSION
+from fibreflow.store.schema import LATEST_VERSION, MIGRATIONS, Migration
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -62,6 +64,56 @@ def test_newer_schema_is_refused(store: Store) -> None:
     store.execute("INSERT INTO schema_version VALUES (999, 'from the future', now())")
     with pytest.raises(ForeignDatabaseError, match="newer"):
         Store(store.path, lock_timeout_s=5).migrate()
+
+
+def test_newer_schema_is_refused_naming_the_file_and_left_untouched(tmp_path: Path) -> None:
+    path = filled_store(tmp_path / "future.duckdb").path
+    con = duckdb.connect(str(path))  # as a newer fibreflow would have left it
+    con.execute("INSERT INTO schema_version VALUES (?, 'from the future', now())", [LATEST_VERSION + 1])
+    con.close()
+    with store_unchanged(path):
+        newer = Store(path, lock_timeout_s=5)
+        with pytest.raises(ForeignDatabaseError) as info:
+            newer.migrate()
+        assert str(info.value).startswith(f"{path} has schema version {LATEST_VERSION + 1}, newer than")
+        with pytest.raises(ForeignDatabaseError, match="newer"):  # nor does a read get past it
+            newer.query_df("SELECT * FROM sla_checks")
+
+
+@pytest.mark.parametrize("table, rows, bad", [
+    ("sla_checks; DROP TABLE llm_calls", [{"name": "x"}], "sla_checks; DROP TABLE llm_calls"),
+    ("sla_checks", [{"name": "x", 'status") VALUES (1); --': "ok"}], 'status") VALUES (1); --'),
+    # a good group first: the bad column of the second group rolls it back as well
+    ("sla_checks", [{"name": "ok", "status": "ok", "checked_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC)},
+                    {"name": "x", "1st": "ok"}], "1st"),
+], ids=["table", "column", "column-after-a-good-group"])
+def test_a_bad_table_or_column_name_is_refused_naming_it_and_nothing_is_written(
+        tmp_path: Path, table: str, rows: list[dict], bad: str) -> None:
+    store = filled_store(tmp_path / "s.duckdb")
+    with store_unchanged(store.path):
+        with pytest.raises(StoreError) as info:
+            store.insert_rows(table, rows)
+        assert str(info.value) == f"invalid table or column name: {bad!r}"
+
+
+def test_a_failing_migration_rolls_back_leaving_version_and_rows(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    store = filled_store(tmp_path / "s.duckdb")
+    broken = Migration(LATEST_VERSION + 1, "half done", """
+        CREATE TABLE half_done (id INTEGER);
+        INSERT INTO half_done VALUES (1);
+        DELETE FROM sla_checks;
+        INSERT INTO no_such_table VALUES (1);
+    """)
+    monkeypatch.setattr(connection, "MIGRATIONS", (*MIGRATIONS, broken))
+    monkeypatch.setattr(connection, "LATEST_VERSION", broken.version)
+    with store_unchanged(store.path) as before:
+        upgrading = Store(store.path, lock_timeout_s=5)
+        with pytest.raises(StoreError) as info:
+            upgrading.migrate()
+        assert str(info.value).startswith(f"{store.path}: migration {broken.version} failed: ")
+        assert "no_such_table" in str(info.value)
+    assert before.schema_version == LATEST_VERSION and before.row_counts["sla_checks"] == 3
 
 
 def test_lock_timeout_names_the_lock_file(store: Store) -> None:

@@ -84,7 +84,10 @@ def _parse_time(value: Any) -> dt.datetime:
         except (OverflowError, OSError, ValueError):  # inf, nan, 1e20: not a time on the calendar
             raise ValueError(f"timestamp {value!r} is not a time (epoch seconds out of range)") from None
     if isinstance(value, str):
-        parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        try:
+            parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise ValueError(f"timestamp {value[:60]!r} is not ISO 8601 ({exc})") from None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
     if isinstance(value, dt.datetime):
         return value if value.tzinfo else value.replace(tzinfo=dt.UTC)

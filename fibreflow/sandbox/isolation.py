@@ -35,26 +35,51 @@ _ETC_NETWORK = ("resolv.conf",)  # harmless without a network: there is nothing 
 _TOP_SYSTEM = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
 
 
-def python_dirs() -> list[str]:
-    """The interpreter trees a sandbox needs to run this Python (venv and base installation)."""
-    dirs: list[str] = []
-    for prefix in (sys.prefix, sys.base_prefix):
-        real = os.path.realpath(prefix)
-        if real.startswith("/usr/") or real == "/usr" or real in dirs:
+def _system(path: str) -> bool:
+    """A path under /usr, which every sandbox already sees read-only."""
+    return path == "/usr" or path.startswith("/usr/")
+
+
+def python_binds() -> list[tuple[str, str]]:
+    """(host source, sandbox destination) of every interpreter tree a sandbox needs to run this
+    Python: the venv and the base installation, each by its real path (a symlinked ``.venv`` or a
+    ``bin/python`` symlink chain is resolved first, so what is bound is what the interpreter reads),
+    and, where the venv's own path differs from its real one, the same tree again at that path, so
+    scripts whose ``#!`` names the link keep working."""
+    real_exe = os.path.realpath(sys.executable) if sys.executable else ""
+    trees = [sys.prefix, sys.base_prefix]
+    if real_exe:  # a bin/python chain may end outside both prefixes
+        trees.append(os.path.dirname(os.path.dirname(real_exe)))
+    binds: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for tree in trees:
+        real = os.path.realpath(tree)
+        if _system(real) or real in seen or any(real.startswith(d + "/") for d in seen):
             continue
-        dirs.append(real)
-    return dirs
+        seen.add(real)
+        binds.append((real, real))
+    alias = os.path.abspath(sys.prefix)
+    real_prefix = os.path.realpath(sys.prefix)
+    if alias != real_prefix and not _system(alias) and not _system(real_prefix) and alias not in seen:
+        binds.append((real_prefix, alias))
+    return binds
+
+
+def python_dirs() -> list[str]:
+    """The interpreter trees a sandbox sees, at the paths it sees them (see ``python_binds``)."""
+    return [dest for _, dest in python_binds()]
 
 
 def python_args() -> list[str]:
     """bwrap binds of the interpreter trees; they go after the private /tmp is mounted, since a
     checkout (and so its .venv) may live under /tmp and the tmpfs would hide it."""
-    return [arg for path in python_dirs() for arg in ("--ro-bind", path, path)]
+    return [arg for source, dest in python_binds() for arg in ("--ro-bind", source, dest)]
 
 
 def python_bin() -> str:
-    """The directory of this interpreter's ``python``, first on the sandbox's PATH."""
-    return os.path.join(sys.prefix, "bin")
+    """The directory of this interpreter's ``python``, first on the sandbox's PATH: the venv's
+    ``bin`` by its real path, which ``python_binds`` always mounts (the link path may not be)."""
+    return os.path.join(os.path.realpath(sys.prefix), "bin")
 
 
 def _etc_entries() -> list[tuple[str, str, bytes]]:

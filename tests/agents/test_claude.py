@@ -280,7 +280,7 @@ def test_the_attempt_deadline_reaches_the_model_call_and_ends_the_attempt(
         with ClaudeAgent(client=client, timeout_s=None if by_task else 2) as agent:
             started = time.monotonic()
             outcome = agent.run(_task(limits=AttemptLimits(timeout_s=2 if by_task else None)), sandbox)
-            assert time.monotonic() - started < 2 + 5  # the deadline holds
+            assert time.monotonic() - started < 2 * 3 + 5  # the 2 s deadline holds (not ~30 s of tries)
         client.close()
         assert server.request_count == 1  # no retry after the deadline
     assert outcome.status == "limit" and outcome.turns == 0, outcome.error

@@ -11,6 +11,7 @@ from fibreflow.cli import main
 
 
 @pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
+@pytest.mark.slow
 def test_reports_its_keys_and_the_build_stopped(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "interrupt", "--json", "--attempts", "2"]) == 0
     result = json.loads(capsys.readouterr().out)

@@ -32,7 +32,7 @@ def test_run_reports_exit_code_output_and_duration(backend: LocalBackend, repo: 
         res = sb.run("echo out; echo err >&2; exit 3")
         assert (res.exit_code, res.stdout, res.stderr) == (3, "out\n", "err\n")
         assert not res.killed and res.killed_reason is None and not res.ok
-        assert 0 < res.duration_s < 5
+        assert res.duration_s > 0  # its speed is `fibreflow bench sandbox`
         argv = sb.run(["printf", "%s|", "a b", "$HOME"])
         assert argv.stdout == "a b|$HOME|"  # a list is argv, never re-parsed by a shell
         where = sb.run("pwd; id -u; hostname; cat README.md")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import time
 from pathlib import Path
 
 import pytest
@@ -118,19 +117,15 @@ def test_violation_episodes(store: Store) -> None:
     assert df.iloc[2]["worst_value"] == 300.0 and df.iloc[1]["reason"] == "down"
 
 
-def test_compliance_query_fast_on_a_month_of_checks(store: Store) -> None:
-    # 12 SLAs x 1 check/min x 30 days, inserted by SQL to keep the test quick
+def test_compliance_over_a_month_of_checks(store: Store) -> None:
+    # 12 SLAs x 1 check/min x 30 days, inserted by SQL to keep the test quick; its speed is
+    # `fibreflow bench sla` (compliance_query_ms), not a test's
     store.execute(
         "INSERT INTO sla_checks (name, value, threshold, status, checked_at) "
         "SELECT 'sla_' || (i % 12), 1.0, 2.0, CASE WHEN i % 50 = 0 THEN 'violation' ELSE 'ok' END, "
         "?::TIMESTAMPTZ - to_minutes((i // 12)::BIGINT) FROM range(518400) t(i)", [NOW])
-    timings = []
-    for _ in range(5):
-        started = time.perf_counter()
-        df = compute_compliance(store, days=30, now=NOW)
-        timings.append(time.perf_counter() - started)
+    df = compute_compliance(store, days=30, now=NOW)
     assert df["checks"].sum() == 518400
-    assert sorted(timings)[2] < 0.2, timings
 
 
 def test_load_sla_report_uses_config(filled: Store, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import inspect
 from pathlib import Path
 
@@ -127,8 +128,19 @@ def test_empty_or_huge_conditions(text: str) -> None:
 ])
 def test_injection_attempts_are_rejected(text: str, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
+    hostile = text.format(marker=marker)
+    if "{marker}" in text:  # control: evaluated by Python itself, the payload does write the marker
+        control = tmp_path / "control"
+        with contextlib.suppress(Exception):
+            result = eval(text.format(marker=control))  # noqa: S307 - the control a safe evaluator must not match
+            if hasattr(result, "close"):
+                result.close()
+        assert control.exists()
     with pytest.raises(ConditionError):
-        parse_condition(text.format(marker=marker))
+        parse_condition(hostile)
+    # the evaluator, given the payload as data (a value, a status), compares it and runs nothing
+    cond = parse_condition("lag > 0 or lag + 1 > 1 or status(src) == 'ok' or status(src) in ('ok',)")
+    assert cond.evaluate({"lag": hostile}, statuses={"src": hostile}) is False  # type: ignore[dict-item]
     assert not marker.exists()
 
 

@@ -98,4 +98,4 @@ def test_wait_for_times_out() -> None:
         started = time.monotonic()
         with pytest.raises(TimeoutError, match="0 of 1"):
             receiver.wait_for(1, timeout=0.2)
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < 0.2 * 3 + 5

