@@ -24,7 +24,7 @@ from typing import Any
 from fibreflow.build.attempt import AgentAttempt
 from fibreflow.build.features import FeatureList
 from fibreflow.clock import utc_now
-from fibreflow.sandbox.state import owner_record, proc_start_time
+from fibreflow.sandbox.state import owner_alive, owner_record
 from fibreflow.store import BatchWriter, Store
 
 AttemptRecorder = Callable[[AgentAttempt], None]
@@ -73,12 +73,6 @@ def close_features(store: Store, run_id: str, *, status: str, ended_at: dt.datet
     return int(found[0]) if found else 0
 
 
-def _gone(pid: int, start: int | None) -> bool:
-    """Whether process ``pid`` (started at ``start`` clock ticks after boot) no longer runs here."""
-    now = proc_start_time(pid)
-    return now is None or (start is not None and now != start)
-
-
 def mark_crashed_runs(store: Store) -> list[str]:
     """Mark ``crashed`` every ``running`` run whose orchestrator process on this host is gone.
 
@@ -94,8 +88,9 @@ def mark_crashed_runs(store: Store) -> list[str]:
         candidates = con.execute(
             "SELECT run_id, orchestrator_pid, orchestrator_start FROM runs WHERE status = 'running' "
             "AND orchestrator_host = ? AND orchestrator_pid IS NOT NULL", [host]).fetchall()
+    # the sandbox registry's liveness rule: the pid runs and, where recorded, started at that time
     crashed = [(run_id, int(pid)) for run_id, pid, start in candidates
-               if _gone(int(pid), None if start is None else int(start))]
+               if not owner_alive({"owner_pid": int(pid), "owner_start": None if start is None else int(start)})]
     if not crashed:
         return []
     noticed = utc_now()
