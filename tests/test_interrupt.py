@@ -19,6 +19,7 @@ import pytest
 from repo_support import make_repo
 
 from fibreflow.models.scripts import write_demo_repo
+from fibreflow.sandbox.state import processes_with_argument
 from fibreflow.store import Store
 
 pytestmark = [pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed"),
@@ -29,31 +30,13 @@ GOAL = "Fix calc.add: it must return the sum of its arguments."
 
 
 def sleeping(marker: str) -> list[int]:
-    """Processes whose argv[0] is ``marker``: the sandboxed ``exec -a MARKER sleep 1000`` commands."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                    if fh.read().split(b"\0")[0] == marker.encode():
-                        found.append(int(entry))
-            except OSError:
-                continue
-    return found
+    """The sandboxed ``exec -a MARKER sleep 1000`` commands: processes whose argv[0] is ``marker``."""
+    return processes_with_argument(marker, argv0=True)
 
 
 def any_with(marker: str) -> list[int]:
     """Processes whose command line mentions ``marker`` anywhere (bwrap, its shell, the sleep)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != os.getpid():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                    if marker.encode() in fh.read():
-                        found.append(int(entry))
-            except OSError:
-                continue
-    return found
+    return processes_with_argument(marker)
 
 
 class Build:

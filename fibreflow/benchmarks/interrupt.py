@@ -25,6 +25,7 @@ from typing import Any
 
 from fibreflow.benchmarks._repo import bench_repo
 from fibreflow.errors import BenchmarkError
+from fibreflow.sandbox.state import processes_with_argument
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,22 +34,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="quick", help="sandbox profile (default quick)")
     p.add_argument("--startup-timeout", type=float, default=180.0,
                    help="seconds to wait for every attempt's sleep to start (default 180)")
-
-
-def _pids(marker: bytes, *, argv0: bool) -> list[int]:
-    """Processes whose argv[0] is ``marker`` (``argv0``) or whose command line mentions it."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                cmdline = fh.read()
-        except OSError:
-            continue
-        if (cmdline.split(b"\0")[0] == marker) if argv0 else (marker in cmdline):
-            found.append(int(entry))
-    return found
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -72,7 +57,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                  "--no-progress"], env=env, stdout=out, stderr=err, cwd=root)
         try:
             deadline = started + args.startup_timeout
-            while len(_pids(marker.encode(), argv0=True)) < args.attempts:
+            while len(processes_with_argument(marker, argv0=True)) < args.attempts:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise BenchmarkError(f"{args.attempts} sandboxed sleeps did not start (exit {proc.poll()}): "
                                          f"{(root / 'stderr.txt').read_text()[-2000:]}")
@@ -81,7 +66,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ended: list[float] = []
 
             def watch() -> None:  # when the last sleep is gone, at 10 ms resolution
-                while _pids(marker.encode(), argv0=True):
+                while processes_with_argument(marker, argv0=True):
                     time.sleep(0.01)
                 ended.append(time.monotonic())
 
@@ -95,7 +80,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 code = None
             exited = time.monotonic()
             watcher.join(10)
-            left = _pids(marker.encode(), argv0=False)
+            left = processes_with_argument(marker)
         finally:
             if proc.poll() is None:
                 proc.kill()

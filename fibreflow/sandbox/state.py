@@ -20,6 +20,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,24 +86,34 @@ def read_record(directory: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _proc_entries(name: str) -> Iterator[tuple[int, list[bytes]]]:
+    """``(pid, NUL-separated fields of /proc/PID/<name>)`` of every other process still readable."""
+    me = os.getpid()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            with open(f"/proc/{entry.name}/{name}", "rb") as fh:
+                data = fh.read()
+        except OSError:
+            continue
+        yield int(entry.name), data.split(b"\0")
+
+
 def processes_with_marker(sandbox_ids: set[str]) -> set[int]:
     """Processes whose environment carries the marker of one of these sandboxes."""
     if not sandbox_ids:
         return set()
     needles = {f"{MARKER_ENV}={sid}".encode() for sid in sandbox_ids}
-    found: set[int] = set()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/environ", "rb") as fh:
-                env = fh.read()
-        except OSError:
-            continue
-        if any(needle in env.split(b"\0") for needle in needles):
-            found.add(int(entry.name))
-    found.discard(os.getpid())
-    return found
+    return {pid for pid, env in _proc_entries("environ") if any(needle in env for needle in needles)}
+
+
+def processes_with_argument(marker: str, *, argv0: bool = False) -> list[int]:
+    """Other processes whose command line (``argv0``: whose first argument) contains ``marker``;
+    how tests and benchmarks find the commands they started under ``exec -a MARKER``."""
+    needle = marker.encode()
+    return [pid for pid, argv in _proc_entries("cmdline")
+            if needle in (argv[0] if argv0 else b"\0".join(argv))]
 
 
 def mounts_under(path: Path) -> list[str]:
