@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import stat
 from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
 
 from fibreflow.errors import SandboxError
@@ -59,6 +60,15 @@ def split_path(path: str) -> list[str]:
 def is_hidden(rel: str, hidden: tuple[str, ...]) -> bool:
     """Whether the workspace path ``rel`` is one of ``hidden`` or lies below one."""
     return any(rel == h or rel.startswith(h + "/") for h in hidden)
+
+
+def hidden_within(repo: Path, paths: Iterable[str | Path]) -> tuple[str, ...]:
+    """The ``paths`` that lie inside ``repo`` (the repository itself excepted), as workspace paths,
+    sorted; one below another is left out, being hidden with it."""
+    base = repo.resolve()
+    inside = sorted({p.relative_to(base).as_posix() for p in (Path(x).expanduser().resolve() for x in paths)
+                     if p != base and p.is_relative_to(base)})
+    return tuple(rel for rel in inside if not any(is_hidden(rel, (other,)) for other in inside if other != rel))
 
 
 class LayerView:

@@ -71,7 +71,7 @@ from fibreflow.sandbox.isolation import (
     system_args,
 )
 from fibreflow.sandbox.launch import BASH, kill_reason, read_output, setup_failed, setup_script, wait_for
-from fibreflow.sandbox.layers import WORKSPACE, LayerView, is_hidden
+from fibreflow.sandbox.layers import WORKSPACE, LayerView, hidden_within, is_hidden
 from fibreflow.sandbox.state import (
     MARKER_ENV,
     ReapReport,
@@ -504,10 +504,7 @@ class LocalBackend:
 
     def _masked(self, repo: Path) -> tuple[str, ...]:
         """Workspace paths to hide from sandboxes of ``repo``: the private paths inside it."""
-        inside = sorted({p.relative_to(repo).as_posix() for p in self._private
-                         if p != repo and p.is_relative_to(repo)})
-        # a path below another hidden one is hidden with it
-        return tuple(rel for rel in inside if not any(is_hidden(rel, (other,)) for other in inside if other != rel))
+        return hidden_within(repo, self._private)
 
     def create(self, repo: str | Path, profile: SandboxProfile | str = "python-tests", *,
                labels: Mapping[str, str] | None = None) -> LocalSandbox:

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from fibreflow.errors import SandboxError
-from fibreflow.sandbox.layers import is_hidden
+from fibreflow.sandbox.layers import hidden_within, is_hidden
 
 SKIP_DIRS = frozenset({".git", ".venv", "venv", "__pycache__", "node_modules", ".mypy_cache",
                        ".pytest_cache", ".ruff_cache", ".tox"})
@@ -26,9 +26,7 @@ def repo_files(repo: Path, *, exclude: Iterable[Path] = ()) -> list[str]:
     """Repository-relative paths to upload, sorted; nothing at or below an ``exclude`` path."""
     if not repo.is_dir():
         raise SandboxError(f"repository {repo} is not a directory")
-    base = repo.resolve()
-    hidden = tuple(p.relative_to(base).as_posix() for p in (Path(e).expanduser().resolve() for e in exclude)
-                   if p != base and p.is_relative_to(base))
+    hidden = hidden_within(repo, exclude)
     if (repo / ".git").exists():
         try:
             out = subprocess.run(
