@@ -3,12 +3,22 @@
 The file is found through ``FIBREFLOW_CONFIG``, else ``./fibreflow.yaml``; it is optional.
 Secrets (API keys, tokens, webhook URLs) are read from the environment only, never from the
 file, so they cannot end up in the store or a report.
+
+A ``.env`` file in the working directory (``FIBREFLOW_ENV_FILE`` names another) may hold
+``KEY=VALUE`` lines for any variable fibreflow reads (``ENV_VARS``): ``load_settings`` puts each
+into the environment unless the environment already has it. Precedence, highest first: the
+process environment, ``.env``, ``fibreflow.yaml``, the defaults. fibreflow never writes ``.env``.
+``describe_settings`` says where each effective setting came from (``fibreflow config show``);
+``settings_template`` renders every setting with its default and doc (``fibreflow init``).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -16,9 +26,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fibreflow.errors import ConfigError
-from fibreflow.yamlio import load_yaml
+from fibreflow.yamlio import LoadedYaml, load_yaml
 
-SECRET_ENV_VARS = ("ANTHROPIC_API_KEY", "E2B_API_KEY", "SLACK_BOT_TOKEN", "SLACK_WEBHOOK_URL")
+SECRET_ENV_VARS = ("ANTHROPIC_API_KEY", "E2B_API_KEY", "SLACK_BOT_TOKEN", "SLACK_WEBHOOK_URL", "SLACK_SIGNING_SECRET",
+                   "FIBREFLOW_STORE_TOKEN", "FIBREFLOW_SANDBOX_SERVER_KEY")
 
 
 def _default_state_dir() -> Path:
@@ -42,22 +53,43 @@ _DAY_S = 86_400.0
 
 
 class StoreSettings(_Section):
+    """The store: where it is (``url``), its lock, the batched writer and the lake's upkeep."""
+
+    url: str | None = Field(None, description="Where the store is: duckdb:///abs/path.duckdb (the embedded file), "
+                            "quack://host:port (a `fibreflow store serve`; token in FIBREFLOW_STORE_TOKEN) or "
+                            "ducklake:postgres:<libpq conninfo> (a lake; see data_path). None: the file db_path. "
+                            "FIBREFLOW_STORE overrides.")
+    data_path: str | None = Field(None, description="Lake only: the directory or object-store URL of the lake's "
+                                  "data files.")
     lock_timeout_s: float = Field(60.0, gt=0, le=3600, description="Longest wait for the store's cross-process lock.")
     batch_size: int = Field(500, ge=1, le=100_000, description="Rows the in-process writer inserts per transaction.")
     flush_interval_s: float = Field(0.2, gt=0, le=60, description="Longest a queued row waits before it is written.")
+    lake_inline_rows: int = Field(1000, ge=0, le=1_000_000, description="Lake only: inserts of up to this many "
+                                  "rows go into the catalog, not a Parquet file each (0: never); compaction "
+                                  "flushes them.")
+    compact_every_s: float = Field(3600.0, ge=0, le=30 * _DAY_S, description="Lake only: `sla watch` runs "
+                                   "`store compact` this often (0: never).")
+    snapshot_retention_s: float = Field(7 * _DAY_S, ge=0, le=3650 * _DAY_S, description="Lake only: compaction "
+                                        "expires snapshots (time travel, and the files only they use) older than this.")
 
 
 class SlackSettings(_Section):
+    """Slack delivery (the webhook URL and bot token come from the environment)."""
+
     channel: str = Field("#fibreflow-alerts", description="Default channel for bot-token delivery.")
     base_url: str | None = Field(None, description="Slack Web API base URL (tests point it locally).")
 
 
 class SLASettings(_Section):
+    """Data-freshness SLAs."""
+
     config_path: Path = Field(Path("data/slas.example.yaml"), description="Default SLA definitions file.")
     check_timeout_s: float = Field(10.0, gt=0, le=3600, description="Per-check timeout when a check sets none.")
 
 
 class SandboxSettings(_Section):
+    """Where attempts run: the sandbox backend, its profile and E2B's prices and limits."""
+
     backend: str = Field("local", description="Default sandbox backend: local or e2b.")
     profile: str = Field("python-tests", description="Default sandbox profile.")
     e2b_vcpu_second_usd: float = Field(0.000014, ge=0, le=1, description="E2B price per vCPU-second.")
@@ -66,6 +98,14 @@ class SandboxSettings(_Section):
     e2b_concurrency: int = Field(20, ge=1, le=100_000, description="Concurrent E2B sandboxes the plan allows.")
     e2b_creates_per_second: float = Field(1.0, ge=0, le=1000, description="E2B sandbox creations per second "
                                           "(plan limit: Hobby 1, Pro 5); 0 turns the throttle off.")
+    e2b_api_url: str | None = Field(None, description="URL of your own E2B-protocol sandbox hosts (`fibreflow "
+                                    "sandbox serve`), e.g. https://sandboxes.example.com: the API and the sandbox "
+                                    "traffic both go there. None: E2B's cloud (or e2b_domain).")
+    e2b_domain: str | None = Field(None, description="E2B domain of self-hosted E2B infrastructure (api.DOMAIN, "
+                                   "49983-ID.DOMAIN), as E2B_DOMAIN; ignored when e2b_api_url is set.")
+    e2b_api_key_env: str = Field("E2B_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                 description="Name of the environment variable that holds the API key of these "
+                                 "hosts (the key itself never goes in this file).")
 
 
 TIERS = ("haiku", "sonnet", "opus")
@@ -214,14 +254,19 @@ class AutopilotSettings(_Section):
                                     "and moves one tier up while no attempt passes, up to this tier (None: off).")
     branch_prefix: str = Field("fibreflow", description="Winners are committed to <prefix>/<run>/<feature>.")
     staging_command: str | None = Field(None, description="Shell command deploying the winner to staging "
-                                        "(runs in a checkout of it; None: no staging deploy).")
+                                        "(runs in a checkout of it); `build --autopilot` needs it unless --no-deploy.")
     staging_url: str | None = Field(None, description="Where staging is reachable, for smoke checks and the "
                                     "message ('${VAR}' allowed; a FIBREFLOW_STAGING_URL=... line printed by "
                                     "the staging command wins).")
     production_command: str | None = Field(None, description="Shell command deploying the approved winner "
-                                           "to production (None: approval deploys nothing).")
+                                           "to production; `fibreflow approve` needs it.")
     command_timeout_s: float = Field(900.0, gt=0, le=_DAY_S, description="Longest a deploy command may run.")
-    smoke_checks: list[SmokeCheck] = Field(default_factory=list, description="Checks run after the staging deploy.")
+    suite_command: str | None = Field(None, description="The repository's whole test suite, run in a sandbox on "
+                                      "the combined winners before staging (None: the run's test command, else "
+                                      "python -m pytest -q).")
+    smoke_checks: list[SmokeCheck] = Field(default_factory=list, description="Checks run after the staging deploy, "
+                                           "at least one unless --no-deploy; e.g. [{name: health, url: "
+                                           "'{staging_url}/health'}, {name: migrated, command: ./check.sh}].")
     sla_gate: SLAGateSettings | None = Field(None, description="Freshness gate before each deploy (None: no gate).")
     notify_channel: str | None = Field(None, description="Slack channel of the approval request (None: slack.channel).")
 
@@ -231,6 +276,16 @@ class AutopilotSettings(_Section):
         if value is not None:
             _check_tiers([value])
         return value
+
+
+class BudgetSettings(_Section):
+    """Spending limits over model and sandbox spend (``llm_calls`` and ``sandbox_sessions``, UTC days
+    and months): an alert at 80% and at 100% of each, and a build starts no attempt that would cross one."""
+
+    daily_usd: float | None = Field(None, gt=0, le=1e9, description="Most dollars per UTC day (None: no daily limit).")
+    monthly_usd: float | None = Field(None, gt=0, le=1e9,
+                                      description="Most dollars per UTC month (None: no monthly limit).")
+    alert_channel: str | None = Field(None, description="Slack channel of the budget alerts (None: slack.channel).")
 
 
 class Settings(_Section):
@@ -249,6 +304,7 @@ class Settings(_Section):
     selection: SelectionSettings = SelectionSettings()
     simulation: SimulationSettings = SimulationSettings()
     autopilot: AutopilotSettings = AutopilotSettings()
+    budget: BudgetSettings = BudgetSettings()
 
     source: Path | None = Field(None, exclude=True, description="The file these settings came from.")
 
@@ -268,7 +324,9 @@ def config_path() -> Path | None:
 
 
 def load_settings(path: str | Path | None = None) -> Settings:
-    """Load settings; unknown keys and bad values raise ConfigError naming key and file."""
+    """Load settings (after ``./.env``, see the module docstring); unknown keys and bad values
+    raise ConfigError naming key and file."""
+    load_dotenv()
     p = Path(path) if path is not None else config_path()
     data: dict[str, Any] = {}
     loaded = None
@@ -281,6 +339,9 @@ def load_settings(path: str | Path | None = None) -> Settings:
         data = dict(loaded.data)
     if os.environ.get("FIBREFLOW_DB"):
         data["db_path"] = os.environ["FIBREFLOW_DB"]
+    if os.environ.get("FIBREFLOW_STORE"):
+        store = data.get("store")
+        data["store"] = {**(store if isinstance(store, dict) else {}), "url": os.environ["FIBREFLOW_STORE"]}
     try:
         settings = Settings(**data)
     except ValidationError as exc:
@@ -292,3 +353,185 @@ def load_settings(path: str | Path | None = None) -> Settings:
             raise loaded.error(msg, keys) from None
         raise ConfigError(msg, key=".".join(keys)) from None
     return settings.model_copy(update={"source": p})
+
+
+# -- the .env file, and where each setting came from ---------------------------------------
+
+ENV_FILE_VAR = "FIBREFLOW_ENV_FILE"
+ENV_VARS: dict[str, str] = {
+    "ANTHROPIC_API_KEY": "API key of the Messages API (or of your gateway) for the claude agent and decomposition.",
+    "ANTHROPIC_BASE_URL": "Messages API base URL of a gateway or proxy (models.base_url wins when set).",
+    "E2B_API_KEY": "E2B API key, for sandbox.backend: e2b (optional).",
+    "SLACK_WEBHOOK_URL": "Slack incoming webhook for SLA alerts and approval requests.",
+    "SLACK_BOT_TOKEN": "Slack bot token (xoxb-...), instead of the webhook; also updates approval messages.",
+    "SLACK_SIGNING_SECRET": "Slack app signing secret: `fibreflow approvals serve` verifies the buttons' requests.",
+    "FIBREFLOW_CONFIG": "The settings file (default: ./fibreflow.yaml).",
+    "FIBREFLOW_DB": "The store's DuckDB file (overrides db_path).",
+    "FIBREFLOW_STORE": "The store's URL (overrides store.url): duckdb:///path, quack://host:port or ducklake:postgres:...",
+    "FIBREFLOW_STORE_TOKEN": "Token of the store server (`fibreflow store serve` and quack:// clients).",
+    "FIBREFLOW_SANDBOX_SERVER_KEY": "API key that `fibreflow sandbox serve` accepts (E2B-protocol sandbox host).",
+}
+"""Every environment variable fibreflow reads, with its doc (``.env.example`` lists them)."""
+_ENV_LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")
+_from_dotenv: dict[str, tuple[str, int, str]] = {}  # name -> (file, line, value) put into os.environ
+
+
+def dotenv_path() -> Path:
+    """``$FIBREFLOW_ENV_FILE``, else ``./.env``."""
+    return Path(os.environ.get(ENV_FILE_VAR) or ".env")
+
+
+def read_dotenv(path: Path) -> dict[str, tuple[str, int]]:
+    """``KEY=VALUE`` lines of a .env file (``export``, quotes and ``#`` comments allowed) -> value and
+    line; ConfigError naming the file and line of a malformed one (never its value)."""
+    found: dict[str, tuple[str, int]] = {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", path=str(path)) from None
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _ENV_LINE.match(line)
+        if match is None:
+            raise ConfigError("expected KEY=VALUE (a name of letters, digits and _, then =)", path=str(path),
+                              line=number)
+        key, value = match.group(1), match.group(2).strip()
+        if value[:1] in ("'", '"'):
+            end = value.find(value[0], 1)
+            if end < 0:
+                raise ConfigError(f"{key}: the quote that opens the value is never closed", path=str(path),
+                                  line=number, key=key)
+            if value[end + 1:].strip() and not value[end + 1:].strip().startswith("#"):
+                raise ConfigError(f"{key}: text after the closing quote", path=str(path), line=number, key=key)
+            value = value[1:end]
+        else:
+            value = re.split(r"\s+#", value, maxsplit=1)[0].strip()
+        found[key] = (value, number)
+    return found
+
+
+def load_dotenv(path: Path | None = None) -> Path | None:
+    """Put the variables of ``path`` (default :func:`dotenv_path`) the environment does not have yet
+    into it (an empty value, as ``.env.example`` has, gives nothing); the file read, or None."""
+    p = path or dotenv_path()
+    if not p.is_file():
+        return None
+    for key, (value, line) in read_dotenv(p).items():
+        if value and key not in os.environ:
+            os.environ[key] = value
+            _from_dotenv[key] = (str(p), line, value)
+    return p
+
+
+def env_source(name: str) -> str | None:
+    """Where variable ``name`` comes from: ``.env:LINE`` (the file's name), ``environment``, or None
+    (unset or empty)."""
+    if not os.environ.get(name):
+        return None
+    found = _from_dotenv.get(name)
+    if found is not None and found[2] == os.environ[name]:
+        return f"{found[0]}:{found[1]}"
+    return "environment"
+
+
+@dataclass(frozen=True)
+class SettingSource:
+    """One effective setting (or variable), its value and where it came from."""
+
+    key: str
+    value: Any
+    source: str
+    secret: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "value": self.value, "source": self.source, "secret": self.secret}
+
+
+def _leaves(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> Iterable[tuple[tuple[str, ...], Any]]:
+    """(key path, FieldInfo) of every setting, sections descended into, in declaration order."""
+    for name, info in model.model_fields.items():
+        if info.exclude:
+            continue
+        kind = info.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            yield from _leaves(kind, (*prefix, name))
+        else:
+            yield (*prefix, name), info
+
+
+def _in_file(loaded: LoadedYaml | None, keys: tuple[str, ...]) -> bool:
+    node: Any = loaded.data if loaded is not None else None
+    for key in keys:
+        if not isinstance(node, dict) or key not in node:
+            return False
+        node = node[key]
+    return True
+
+
+def describe_settings(settings: Settings | None = None) -> list[SettingSource]:
+    """Every effective setting with its source (``default``, ``FILE:LINE``, ``environment (NAME)``,
+    ``.env:LINE (NAME)``), then every variable of ``ENV_VARS``: secrets only as ``set``/``unset``."""
+    settings = settings or load_settings()
+    loaded = load_yaml(settings.source) if settings.source is not None and settings.source.is_file() else None
+    dumped = settings.model_dump(mode="json")
+    rows = []
+    for keys, _ in _leaves(Settings):
+        value: Any = dumped
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if keys == ("db_path",) and os.environ.get("FIBREFLOW_DB"):
+            source = f"{env_source('FIBREFLOW_DB') or 'environment'} (FIBREFLOW_DB)"
+        elif keys == ("store", "url") and os.environ.get("FIBREFLOW_STORE"):
+            source = f"{env_source('FIBREFLOW_STORE') or 'environment'} (FIBREFLOW_STORE)"
+        elif _in_file(loaded, keys):
+            assert loaded is not None
+            source = f"{loaded.path}:{loaded.line_of(keys)}"
+        else:
+            source = "default"
+        rows.append(SettingSource(".".join(keys), value, source))
+    for name in ENV_VARS:
+        secret = name in SECRET_ENV_VARS
+        found = env_source(name)
+        shown = ("set" if found else "unset") if secret else os.environ.get(name)
+        rows.append(SettingSource(f"${name}", shown, found or "unset", secret))
+    return rows
+
+
+def settings_template() -> str:
+    """``fibreflow.yaml`` with every setting at its default, each after a comment with its doc:
+    generated from the models, so it lists exactly the settings there are. A default that depends
+    on the machine (``state_dir``) is left commented out."""
+    import yaml
+
+    out = ["# fibreflow settings: every setting with its default and what it does (generated by `fibreflow init`).",
+           "# Keys and tokens never go here: put them in the environment or ./.env (see .env.example).",
+           "# Precedence, highest first: the environment, ./.env, this file, the defaults.", ""]
+
+    def render(model: type[BaseModel], instance: BaseModel, depth: int) -> None:
+        pad = "  " * depth
+        for name, info in model.model_fields.items():
+            if info.exclude:
+                continue
+            value = getattr(instance, name)
+            doc = " ".join((info.description or "").split())
+            kind = info.annotation
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                out.append(f"{pad}# {doc or (kind.__doc__ or name).strip().splitlines()[0]}")
+                out.append(f"{pad}{name}:")
+                render(kind, value, depth + 1)
+                continue
+            plain = value.model_dump(mode="json") if isinstance(value, BaseModel) else (
+                {k: v.model_dump(mode="json") if isinstance(v, BaseModel) else v for k, v in value.items()}
+                if isinstance(value, dict) else json.loads(json.dumps(value, default=str)))
+            text = yaml.safe_dump(plain, default_flow_style=True, width=10_000, sort_keys=False).strip()
+            text = text[:-4].strip() if text.endswith("\n...") else text
+            out.append(f"{pad}# {doc}")
+            machine = info.default_factory is not None and name == "state_dir"
+            out.append(f"{pad}{'# ' if machine else ''}{name}: {text}")
+        if depth == 0:
+            out.append("")
+
+    render(Settings, Settings(), 0)
+    return "\n".join(out).rstrip() + "\n"

@@ -5,7 +5,8 @@
     │   └── MissingEnvError        a ``${VAR}`` in a config value is not set
     ├── StoreError                 the DuckDB store cannot be used
     │   ├── StoreLockTimeout       waited too long for the cross-process lock
-    │   └── ForeignDatabaseError   the file is corrupt, foreign or from a newer fibreflow
+    │   ├── ForeignDatabaseError   the file is corrupt, foreign or from a newer fibreflow
+    │   └── StoreUnreachable       the store URL is wrong, its server or catalog refuses or is down
     ├── SLAError                   SLA monitoring failed to run (not: an SLA was violated)
     │   ├── ConditionError         an alert condition could not be parsed
     │   └── CheckError             one check could not read its source (status ``error``)
@@ -65,6 +66,11 @@ class StoreLockTimeout(StoreError):
 
 class ForeignDatabaseError(StoreError):
     """The file is not a fibreflow store (corrupt, foreign or newer); it is left untouched."""
+
+
+class StoreUnreachable(StoreError):
+    """The configured store cannot be reached: a mistyped URL, a server that is down, a wrong
+    token, a catalog that refuses (a usage error: exit 2; never a fallback to a local file)."""
 
 
 class SLAError(FibreflowError):
@@ -184,5 +190,6 @@ __all__ = [
     "SandboxUnavailable",
     "SimulationError",
     "StoreError",
+    "StoreUnreachable",
     "StoreLockTimeout",
 ]

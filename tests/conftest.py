@@ -35,7 +35,9 @@ def _isolated_env(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
     # one state dir per session: sandboxes prepare a minimal /etc there once
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.getbasetemp() / "state"))
     monkeypatch.delenv("FIBREFLOW_CONFIG", raising=False)
-    for name in ("ANTHROPIC_API_KEY", "E2B_API_KEY", "SLACK_BOT_TOKEN", "SLACK_WEBHOOK_URL"):
+    monkeypatch.setenv("FIBREFLOW_ENV_FILE", str(tmp_path / ".env"))  # never the developer's ./.env
+    for name in ("ANTHROPIC_API_KEY", "E2B_API_KEY", "SLACK_BOT_TOKEN", "SLACK_WEBHOOK_URL", "SLACK_SIGNING_SECRET",
+                 "FIBREFLOW_STORE", "FIBREFLOW_STORE_TOKEN"):
         monkeypatch.delenv(name, raising=False)
 
 

@@ -39,6 +39,8 @@ from fibreflow.testing.slack_receiver import SlackReceiver
 
 FIX = "printf 'def add(a, b):\\n    return a + b\\n' > calc.py"
 GOAL = "Fix calc.add: it must return the sum of its arguments."
+# the least deploy settings a run needs: a staging command and one smoke check
+DEPLOY = {"staging_command": "true", "smoke_checks": [{"name": "up", "command": "true"}]}
 DECOMPOSITION = {"turns": [{"tool_use": {"name": "record_feature_list", "input": {"features": [
     {"id": "fix-add", "description": GOAL, "test_command": "python -m pytest -q"}]}}}]}
 
@@ -166,7 +168,7 @@ def _command_run(store: Store, repo: Path, settings: Settings, **kw: object) -> 
 
 def test_reject_records_the_reason_and_refuses_a_later_approve(
         store: Store, repo: Path, configure: Callable[..., Settings], capsys: pytest.CaptureFixture[str]) -> None:
-    settings = configure()
+    settings = configure(**DEPLOY, production_command="true")
     rid = _command_run(store, repo, settings).run_id
     with pytest.raises(ConfigError, match="needs a reason"):
         reject_run(rid, reason="  ", store=store, settings=settings)
@@ -174,7 +176,8 @@ def test_reject_records_the_reason_and_refuses_a_later_approve(
     run = store.query_df("SELECT state, decision_reason, decided_by FROM autopilot_runs WHERE run_id = ?",
                          [rid]).iloc[0]
     assert (run.state, run.decision_reason, run.decided_by) == ("rejected", "the approach is wrong", "ana")
-    assert load_result(store, rid).steps[-1]["detail"] == {"by": "ana", "reason": "the approach is wrong"}
+    assert load_result(store, rid).steps[-1]["detail"] == {"by": "ana", "reason": "the approach is wrong",
+                                                           "via": "cli"}
     capsys.readouterr()
     assert main(["approve", rid]) == 1
     assert "it is rejected" in capsys.readouterr().err
@@ -194,7 +197,7 @@ def test_sla_violation_stops_each_deploy_and_lists_the_violations(
                                     "checks": {"exports_fresh": {"type": "file_age", "path": str(exports),
                                                                  "glob": "*.csv"}}}))
     configure(staging_command=f"touch {marks}/staged", production_command=f"touch {marks}/production",
-              sla_gate={"names": ["exports_fresh"], "config_path": str(slas)})
+              smoke_checks=DEPLOY["smoke_checks"], sla_gate={"names": ["exports_fresh"], "config_path": str(slas)})
 
     code = main(["build", "--autopilot", GOAL, "--repo", str(repo), "--agent", "command", "--agent-command", FIX,
                  "--attempts", "1", "--run-id", "run-gated", "--offline", "--no-progress"])
@@ -223,7 +226,7 @@ def test_resume_after_a_crash_continues_from_the_last_completed_step(
     # the staging command kills the fibreflow process the first time: a real crash mid-step
     crash = (f"if [ ! -e {marks}/crashed ]; then touch {marks}/crashed; kill -9 $PPID; exit 0; fi; "
              f"touch {marks}/staged")
-    settings = configure(staging_command=crash)
+    settings = configure(staging_command=crash, smoke_checks=DEPLOY["smoke_checks"])
     proc = subprocess.run([sys.executable, "-m", "fibreflow.cli", "build", "--autopilot", GOAL, "--repo", str(repo),
                            "--agent", "command", "--agent-command", FIX, "--attempts", "1", "--run-id", "run-crash",
                            "--offline", "--no-progress"], capture_output=True, text=True, env=os.environ.copy(), timeout=120)
@@ -246,12 +249,12 @@ def test_resume_after_a_crash_continues_from_the_last_completed_step(
 def test_coverage_below_the_floor_ships_nothing(store: Store, repo: Path,
                                                  configure: Callable[..., Settings]) -> None:
     uncovered = FIX + " && printf '\\n\\ndef unused(x):\\n    if x:\\n        return 1\\n    return 2\\n' >> calc.py"
-    result = _command_run(store, repo, configure(), agent_command=uncovered)
+    result = _command_run(store, repo, configure(), agent_command=uncovered, no_deploy=True)
     assert result.state == "failed" and result.failed_step == "select:goal"
     assert "below the floor 95%" in result.error
     assert _git(repo, "branch", "--list", "fibreflow/*") == ""
-    relaxed = _command_run(store, repo, configure(), agent_command=uncovered, coverage_floor=0.5)
-    assert relaxed.state == "awaiting_approval" and 0.5 < relaxed.features[0]["coverage"] < 0.95
+    relaxed = _command_run(store, repo, configure(), agent_command=uncovered, coverage_floor=0.5, no_deploy=True)
+    assert relaxed.state == "committed" and 0.5 < relaxed.features[0]["coverage"] < 0.95
 
 
 LEARNER = (f"if grep -q NameError .fibreflow/task.md; then {FIX}; else "
@@ -261,7 +264,7 @@ LEARNER = (f"if grep -q NameError .fibreflow/task.md; then {FIX}; else "
 def test_failures_are_learned_and_the_next_iteration_uses_them(store: Store, repo: Path,
                                                                configure: Callable[..., Settings]) -> None:
     # without a known pitfall the agent writes a NameError; with one in its task it writes the fix
-    result = _command_run(store, repo, configure(iterations=2), agent_command=LEARNER, attempts=2)
+    result = _command_run(store, repo, configure(iterations=2, **DEPLOY), agent_command=LEARNER, attempts=2)
     assert result.state == "awaiting_approval"
     by_iteration = store.query_df("SELECT iteration, count(*) FILTER (WHERE status = 'passed') AS passed, "
                                   "count(*) AS n FROM attempts GROUP BY 1 ORDER BY 1")
@@ -274,13 +277,13 @@ def test_failures_are_learned_and_the_next_iteration_uses_them(store: Store, rep
 def test_failures_are_learned_and_the_resumed_build_uses_them(store: Store, repo: Path,
                                                                configure: Callable[..., Settings]) -> None:
     settings = configure(iterations=1)
-    first = _command_run(store, repo, settings, agent_command=LEARNER, attempts=2)
+    first = _command_run(store, repo, settings, agent_command=LEARNER, attempts=2, no_deploy=True)
     assert first.state == "failed" and first.failed_step == "build:goal"
     patterns = store.query_df("SELECT pattern_id, error_type, count FROM learned_patterns")
     assert patterns.error_type.tolist() == ["NameError"] and patterns["count"].tolist() == [2]
 
     second = resume_autopilot(first.run_id, store=store, settings=settings)
-    assert second.state == "awaiting_approval"
+    assert second.state == "committed"
     build = next(s for s in second.steps if s["step"] == "build:goal")
     assert build["try"] == 2 and build["detail"]["learnings_shown"] == patterns.pattern_id.tolist()
     assert store.scalar("SELECT count(*) FROM pattern_events WHERE event = 'helped'") == 2
@@ -294,9 +297,9 @@ def test_build_report_notebook_runs_the_offline_demo_under_papermill(store: Stor
     nb = nbformat.read(out.notebook_path, as_version=4)
     assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     rid = store.scalar("SELECT run_id FROM autopilot_runs")
-    assert load_result(store, rid).state == "awaiting_approval"
+    assert load_result(store, rid).state == "committed"  # a report's build ends at its branches
     html = out.html_path.read_text()
-    assert f"fibreflow approve {rid}" in html and "select:goal" in html and "passed" in html
+    assert "test_suite" in html and "select:goal" in html and "passed" in html
     assert "return a + b" in _git(demo, "show", f"fibreflow/{rid}/goal:calc.py")
 
 
@@ -338,7 +341,7 @@ def test_options_round_trip_through_the_stored_json_and_old_rows_still_read(tmp_
     stored = json.loads(json.dumps(options.to_dict()))
     assert list(stored) == ["attempts", "workers", "agent", "agent_command", "agent_timeout", "agent_script",
                             "offline", "decompose_script", "backend", "profile", "test_command", "coverage_floor",
-                            "dirty", "features_path"]
+                            "dirty", "features_path", "model", "data_policy", "no_deploy"]
     assert stored["attempts"] == settings.autopilot.attempts and stored["profile"] == settings.sandbox.profile
     assert stored["features_path"] == str(features.resolve()) and stored["dirty"] == ["README.md"]
     assert AutopilotOptions.from_dict(stored) == dataclasses.replace(options, features_path=str(features.resolve()))
@@ -347,3 +350,77 @@ def test_options_round_trip_through_the_stored_json_and_old_rows_still_read(tmp_
     assert (old.attempts, old.agent, old.dirty, old.features_path) == (2, "command", (), None)
     with pytest.raises(ConfigError, match="attempts must be at least 1"):
         AutopilotOptions(attempts=0).resolved(settings)
+
+
+def test_autopilot_without_deploy_settings_stops_before_building_unless_no_deploy(
+        store: Store, repo: Path, tmp_path: Path, configure: Callable[..., Settings],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["build", "--autopilot", GOAL, "--repo", str(repo), "--agent", "command", "--agent-command", FIX,
+            "--attempts", "1", "--offline", "--no-progress"]
+    configure()
+    assert main([*args, "--run-id", "run-nodeploy"]) == 2
+    err = capsys.readouterr().err
+    assert "autopilot.staging_command and autopilot.smoke_checks are not set in" in err
+    assert str(tmp_path / "fibreflow.yaml") in err and "--no-deploy" in err
+    configure(staging_command="true")
+    assert main([*args, "--run-id", "run-nodeploy"]) == 2
+    err = capsys.readouterr().err
+    assert "autopilot.smoke_checks is not set" in err and "staging_command" not in err
+    assert store.scalar("SELECT count(*) FROM autopilot_runs") == 0
+    assert store.scalar("SELECT count(*) FROM attempts") == 0  # nothing was built
+
+    assert main([*args, "--run-id", "run-nodeploy", "--no-deploy"]) == 0
+    out = capsys.readouterr().out
+    assert "run-nodeploy: committed" in out and "ended at the committed branches (--no-deploy)" in out
+    result = load_result(store, "run-nodeploy")
+    assert [s["step"] for s in result.steps] == ["decompose", "build:goal", "select:goal", "commit:goal",
+                                                 "test_suite"]
+    assert result.steps[-1]["detail"]["tests_passed"] == 2
+    assert "return a + b" in _git(repo, "show", "fibreflow/run-nodeploy/goal:calc.py")
+
+
+def test_approve_without_a_production_command_says_so_and_changes_nothing(
+        store: Store, repo: Path, configure: Callable[..., Settings], capsys: pytest.CaptureFixture[str]) -> None:
+    settings = configure(**DEPLOY)
+    rid = _command_run(store, repo, settings).run_id
+    capsys.readouterr()
+    assert main(["approve", rid, "--by", "ana"]) == 2
+    err = capsys.readouterr().err
+    assert "autopilot.production_command" in err and "not set in" in err
+    run = store.query_df("SELECT state, decided_by FROM autopilot_runs WHERE run_id = ?", [rid]).iloc[0]
+    assert run.state == "awaiting_approval" and run.decided_by is None
+    assert "approve" not in {s["step"] for s in load_result(store, rid).steps}
+
+
+UNITS = "def km(metres):\n    return metres / 1000\n"
+UNITS_TEST = "from units import km\n\n\ndef test_km():\n    assert km(2500) == 2.5\n"
+
+
+def test_the_whole_suite_runs_on_the_combined_winners_and_names_failing_tests_and_features(
+        store: Store, tmp_path: Path, marks: Path, configure: Callable[..., Settings]) -> None:
+    r = write_demo_repo(tmp_path / "suite-repo", git=False)
+    (r / "units.py").write_text(UNITS)
+    (r / "tests" / "test_units.py").write_text(UNITS_TEST)
+    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t.invalid", "commit",
+                                                 "-q", "-m", "base"]):
+        subprocess.run(["git", *args], cwd=r, check=True, capture_output=True)
+    features = tmp_path / "features.json"
+    only_calc = "python -m pytest -q tests/test_calc.py"  # each feature's own tests pass
+    features.write_text(json.dumps({"features": [
+        {"id": "fix-add", "description": "Fix calc.add", "test_command": only_calc},
+        {"id": "docs", "description": "Document calc", "test_command": only_calc, "dependencies": ["fix-add"]}]}))
+    # fix-add also breaks units.km, whose test only the whole suite runs; docs touches the README only
+    agent = (f"if grep -q 'Fix calc' .fibreflow/task.md; then {FIX} && printf 'def km(metres):\\n    return metres\\n'"
+             " > units.py; else echo 'see calc.py' >> README.md; fi")
+    settings = configure(staging_command=f"touch {marks}/staged", smoke_checks=DEPLOY["smoke_checks"])
+    options = AutopilotOptions(attempts=1, agent="command", agent_command=agent, offline=True,
+                               features_path=features, coverage_floor=0)
+    result = run_autopilot(None, options, repo=r, store=store, settings=settings)
+
+    assert result.state == "failed" and result.failed_step == "test_suite"
+    assert "tests/test_units.py::test_km (features: fix-add)" in result.error
+    assert "docs" not in result.error.split("failing:")[1]
+    suite = next(s for s in result.steps if s["step"] == "test_suite")
+    assert suite["detail"]["failing"][0]["features"] == ["fix-add"] and suite["detail"]["tests_passed"] == 2
+    assert not (marks / "staged").exists()  # nothing was deployed
+    assert _git(r, "show", f"fibreflow/{result.run_id}/docs:units.py") == "def km(metres):\n    return metres\n"

@@ -97,8 +97,9 @@ def test_report_frames_from_the_store(store: Store) -> None:
     assert report.analysis.current_cost == pytest.approx(report.model_cost)
     assert report.analysis.all_sonnet_cost == pytest.approx(report.calls["all_sonnet_cost_usd"].sum())
     summary = report.summary()
-    assert "models $0.5380 (4 calls), sandboxes $0.0500 (2 sessions)" in summary
-    assert "tiered routing saved $0.0920 (15% of the baseline)" in summary
+    # for people: dollars with cents ($0.538 -> $0.54)
+    assert "models $0.54 (4 calls), sandboxes $0.05 (2 sessions)" in summary
+    assert "tiered routing saved $0.09 (15% of the baseline)" in summary
 
 
 def test_logs_join_the_store_and_bad_lines_are_counted(store: Store, tmp_path: Path) -> None:
@@ -165,5 +166,5 @@ def test_cli_cost_report_runs_in_a_real_kernel(store: Store, tmp_path: Path) -> 
     html = Path(out["html"]).read_text()
     assert Path(out["notebook"]).parent == tmp_path / "reports" / "cost"
     assert html.count('class="plotly-graph-div"') == 6 and '<script src="http' not in html
-    assert "models $0.3100 (2 calls), sandboxes $0.0500 (1 session)" in html
+    assert "models $0.31 (2 calls), sandboxes $0.05 (1 session)" in html
     assert "load_cost_report" not in html  # no code cells

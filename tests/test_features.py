@@ -131,3 +131,20 @@ def test_a_goal_longer_than_a_file_name_is_a_goal() -> None:
     goal = "Add a --version flag to the CLI that prints the package version and exits 0. " * 5
     assert len(goal) > 255 and "/" not in goal
     assert load_features(goal).goal == goal.strip()
+
+
+def test_needs_data_and_a_logical_agent_are_read_and_checked(tmp_path: Path) -> None:
+    from fibreflow.build.tiers import check_agents
+
+    path = _write(tmp_path, [{"id": "a", "description": "x", "needs_data": ["orders_fresh"], "agent": "vps-monitor"},
+                             {"id": "b", "description": "y", "agent": "ghost-bot"}])
+    fl = FeatureList.load(path)
+    assert fl.get("a").needs_data == ("orders_fresh",) and fl.get("a").agent == "vps-monitor"
+    with pytest.raises(ConfigError, match="feature 'b': field 'agent': 'ghost-bot' is neither an agent") as err:
+        check_agents(fl, {"vps-monitor"})
+    assert (err.value.path, err.value.key) == (str(path), "features.1.agent")
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if "ghost-bot" in text)
+    assert err.value.line == line
+    bad = _write(tmp_path, [{"id": "a", "description": "x", "needs_data": "orders_fresh"}])
+    with pytest.raises(ConfigError, match="field 'needs_data' must be a list of strings"):
+        FeatureList.load(bad)

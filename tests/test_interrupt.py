@@ -202,7 +202,7 @@ def _autopilot(tmp_path: Path, marker: str, run_id: str) -> tuple[Build, Path]:
     # the first build sleeps; the resumed one (its runner run ends in .2) writes the fix
     agent = f'case "$FIBREFLOW_RUN_ID" in *.2) {FIX} ;; *) exec -a {marker} sleep 1000 ;; esac'
     return Build("build", "--autopilot", GOAL, "--repo", str(repo), "--agent", "command", "--agent-command", agent,
-                 "--attempts", "2", "--run-id", run_id, "--offline", "--no-progress", cwd=tmp_path), repo
+                 "--attempts", "2", "--run-id", run_id, "--offline", "--no-progress", "--no-deploy", cwd=tmp_path), repo
 
 
 def _resume(tmp_path: Path, run_id: str) -> subprocess.CompletedProcess[str]:
@@ -236,7 +236,7 @@ def test_sigint_stops_the_autopilots_build_and_the_run_resumes(tmp_path: Path, d
 
     resumed = _resume(tmp_path, "run-ap-int")
     assert resumed.returncode == 0, resumed.stderr
-    assert db.scalar("SELECT state FROM autopilot_runs WHERE run_id = 'run-ap-int'") == "awaiting_approval"
+    assert db.scalar("SELECT state FROM autopilot_runs WHERE run_id = 'run-ap-int'") == "committed"
     assert db.scalar("SELECT count(*) FROM autopilot_steps WHERE status = 'running'") == 0
 
 

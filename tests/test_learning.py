@@ -261,3 +261,41 @@ def test_a_knowledge_base_without_a_store_uses_the_configured_file(store, runs: 
     pid = kb.store_failure(attempt_of(runs["import"], attempt_id="cfg1"))
     assert pid is not None
     assert store.scalar("SELECT count(*) FROM learned_patterns WHERE pattern_id = ?", [pid]) == 1
+
+
+NAME_ERROR = ('Traceback (most recent call last):\n  File "/repo/app/names.py", line 4, in total\n'
+              "    return sum(items) + undefined_helper(items)\nNameError: name 'undefined_helper' is not defined\n")
+
+
+def test_a_pattern_takes_credit_only_for_attempts_of_its_feature_or_module(store) -> None:
+    from fibreflow.learning.credit import modules_touched
+    from fibreflow.learning.report import load_learning_data
+
+    kb = FailureKnowledgeBase(store)
+    pid = kb.store_failure(AgentAttempt(feature_id="cart", agent="claude", exit_code=1, test_output=NAME_ERROR,
+                                        attempt_id="a0"))
+    assert kb.get(pid)["affected_module"] == "app.names"
+    touching = "diff --git a/app/names.py b/app/names.py\n--- a/app/names.py\n+++ b/app/names.py\n@@ -1 +1 @@\n"
+    elsewhere = "diff --git a/docs/readme.md b/docs/readme.md\n--- a/docs/readme.md\n+++ b/docs/readme.md\n"
+    assert modules_touched(touching) == {"app.names"}
+    attempts = [AgentAttempt(feature_id=f, agent="claude", exit_code=0, tests_passed=2, attempt_id=f"a-{f}", diff=d)
+                for f, d in (("cart", ""), ("checkout", touching), ("login", elsewhere), ("search", ""))]
+    store.insert_rows("attempts", [{"attempt_id": a.attempt_id, "run_id": "r1", "feature_id": a.feature_id,
+                                    "agent": "claude", "status": "passed", "diff": a.diff,
+                                    "started_at": dt.datetime.now(dt.UTC)} for a in attempts])
+    outcomes = [kb.record_outcome([pid], a)[pid] for a in attempts]
+    # its own feature and a feature editing its module count; two unrelated features do not
+    assert outcomes == ["helped", "helped", "unrelated", "unrelated"]
+    pattern = kb.get(pid)
+    assert pattern["shown"] == 2 and pattern["helped"] == 2 and pattern["weight"] == pytest.approx(1.25 ** 2)
+    # an older store's unrelated "helped" events are not credited either
+    kb_events = [{"pattern_id": pid, "attempt_id": f"x{i}", "feature_id": "billing", "agent": "claude",
+                  "event": event, "event_at": dt.datetime.now(dt.UTC)} for i in range(12) for event in ("shown", "helped")]
+    from fibreflow.learning.knowledge import insert_pattern_events
+
+    insert_pattern_events(store, kb_events)
+    now = dt.datetime.now(dt.UTC)
+    data = load_learning_data(store, start=now - dt.timedelta(days=1), end=now + dt.timedelta(minutes=1))
+    row = data["patterns"].set_index("pattern_id").loc[pid]
+    assert (row["helped"], row["shown"]) == (2, 2)
+    assert "helped 2 of the 2 attempts" in data["suggestions"][0]

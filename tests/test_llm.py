@@ -210,3 +210,20 @@ def test_the_offline_setting_sends_no_call_to_the_network(store: Store) -> None:
         with pytest.raises(BlockingIOError):
             listener.accept()  # nobody connected
     assert [r["status"] for r in rows(store)] == ["ok"]
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_key_or_permission_is_not_retried(store: Store, status: int) -> None:
+    with ScriptedServer({"errors": [{"status": status}], "default": "x"}) as server, \
+            client(store, server, max_retries=4) as llm:
+        with pytest.raises(LLMError) as err:
+            llm.create_message(messages=ASK, max_tokens=100)
+        assert (err.value.status_code, err.value.tries, server.request_count) == (status, 1, 1)
+    assert [r["status"] for r in rows(store)] == ["client_error"]
+
+
+def test_a_model_id_override_is_sent_whatever_the_tier(store: Store) -> None:
+    with ScriptedServer({"default": "x"}) as server, client(store, server) as llm:
+        llm.create_message(messages=ASK, max_tokens=100, tier="haiku", model_id="claude-opus-4-1")
+        assert server.requests[-1].model == "claude-opus-4-1"
+    assert [(r["tier"], r["model"]) for r in rows(store)] == [("haiku", "claude-opus-4-1")]

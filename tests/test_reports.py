@@ -68,6 +68,9 @@ def test_cli_sla_report_writes_notebook_and_offline_html(store: Store, tmp_path:
     assert html.count("* plotly.js v") == 1  # inlined once, so the file works offline
     assert '<script src="http' not in html
     assert "1 of 2 SLAs met the target" in html and "images_fresh" in html
+    # the compliance table is for people: 330 of 360 checks -> 91.7%, burn 1.67 -> "overspent 1.7x", no index
+    assert "91.7%" in html and "overspent 1.7x" in html and "0.916667" not in html
+    assert "row_heading" not in html and "<th>0</th>" not in html
 
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as pw:
@@ -145,6 +148,79 @@ def test_parameters_are_coerced_to_the_default_type(tmp_path: Path) -> None:
         {"ratio": 0.25, "flag": True, "names": ["b", "c"], "label": "7"}
     with pytest.raises(ConfigError, match="parameter 'flag' expects bool"):
         coerce_parameters(nb_path, {"flag": "maybe"})
+
+
+def test_tables_are_formatted_for_people() -> None:
+    import pandas as pd
+
+    from fibreflow.reporting.tables import (
+        format_budget,
+        format_dollars,
+        format_percent,
+        people_frame,
+        people_table,
+    )
+
+    assert format_budget(-5.67) == "overspent 6.7x" and format_budget(0.62) == "62% left"
+    assert format_budget(0.0) == "used up" and format_budget(float("nan")) == "-"
+    assert (format_percent(0.953), format_percent(1.0), format_dollars(136.523)) == ("95.3%", "100%", "$136.52")
+    assert format_dollars(0.0004) == "<$0.01" and format_dollars(-6.2299) == "-$6.23"
+    df = pd.DataFrame({"name": ["a"], "compliance": [0.75], "error_budget_left": [-5.67], "burn_rate": [6.67],
+                       "cost_usd": [1234.5], "savings_share": [0.05], "tokens": [4213079], "met": [False]},
+                      index=[7])
+    row = people_frame(df).iloc[0].to_dict()
+    assert row == {"name": "a", "compliance": "75%", "error_budget_left": "overspent 6.7x", "burn_rate": "6.7x",
+                   "cost_usd": "$1,234.50", "savings_share": "5%", "tokens": "4,213,079", "met": False}
+    html = people_table(df).to_html()
+    assert "row_heading" not in html and ">7<" not in html and "$1,234.50" in html
+
+
+def test_every_report_shows_its_tables_through_people_table() -> None:
+    for name, file in REPORTS.items():
+        if name == "digital_twin":
+            continue
+        cells = [c.source.strip() for c in nbformat.read(report_notebook(name), as_version=4).cells
+                 if c.cell_type == "code"]
+        assert any("people_table(" in c for c in cells), name
+        bare = [c for c in cells if c.startswith("report.") and "(" not in c]
+        assert not bare, f"{file}: tables shown raw: {bare}"
+
+
+def _cell_assignments(notebook: Path) -> dict[str, object]:
+    """Every top-level assignment of the notebook's parameters cell, read with Python's own parser."""
+    import ast
+
+    cell = next(c for c in nbformat.read(notebook, as_version=4).cells
+                if "parameters" in c.metadata.get("tags", []))
+    return {n.targets[0].id: ast.literal_eval(n.value) for n in ast.parse(cell.source).body
+            if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name)}
+
+
+def test_every_parameter_of_every_notebook_is_accepted_by_report_p() -> None:
+    notebooks = sorted(Path(report_notebook("sla")).parent.glob("*.ipynb"))
+    assert {nb.name for nb in notebooks} >= set(REPORTS.values())
+    for nb in notebooks:
+        defaults = _cell_assignments(nb)
+        assert defaults, nb
+        assert set(report_parameters(nb)) == set(defaults), nb.name
+        for name, default in defaults.items():
+            raw = default if isinstance(default, str) else repr(default)
+            # the CLI path: -p name=raw -> coerce_parameters, back to the default's value and type
+            assert coerce_parameters(nb, {name: raw}) == {name: default}, (nb.name, name)
+
+
+def test_a_parameter_whose_comment_has_an_equals_sign_is_still_accepted(tmp_path: Path) -> None:
+    cell = nbformat.v4.new_code_cell("days = 30\ngrowth_rate_per_month = 0.2  # 0.2 = 20 % more work every month\n"
+                                     "label = 'a#b'  # the text = a label")
+    cell.metadata["tags"] = ["parameters"]
+    nb_path = tmp_path / "p.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell], metadata={"kernelspec": {
+        "name": "python3", "language": "python", "display_name": "Python 3"}}), nb_path)
+    params = report_parameters(nb_path)
+    assert params["growth_rate_per_month"]["default"] == "0.2"
+    assert params["label"]["help"] == "the text = a label"
+    assert coerce_parameters(nb_path, {"growth_rate_per_month": "0.3", "label": "x"}) == \
+        {"growth_rate_per_month": 0.3, "label": "x"}
 
 
 def test_cli_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:

@@ -129,3 +129,16 @@ def test_route_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Monke
     with pytest.raises(SystemExit) as exc:
         cli.main(["route", "x", "--model", "gpt"])
     assert exc.value.code == 2
+
+
+def test_model_overrides_resolve_to_a_tier_with_reason_override(router: ModelRouter) -> None:
+    from fibreflow.models.pricing import Pricing
+
+    pricing = Pricing.load()
+    assert router.resolve_override("opus", pricing=pricing).to_dict() == {
+        "tier": "opus", "model_id": "claude-opus-5-5", "reason": "override"}
+    assert router.resolve_override("claude-haiku-4-5", pricing=pricing).to_dict() == {
+        "tier": "haiku", "model_id": "claude-haiku-4-5", "reason": "override"}
+    with pytest.raises(ConfigError, match="--model 'gpt-5' is neither a tier") as err:
+        router.resolve_override("gpt-5", pricing=pricing)
+    assert err.value.key == "--model"

@@ -124,21 +124,21 @@ def test_escalation_hook_retries_at_the_next_tier(store, repo: Path) -> None:
     assert store.scalar("SELECT solved_tier FROM features WHERE run_id = ?", [result.run_id]) == "sonnet"
 
 
-def test_runs_on_e2b_through_the_fake(store, repo: Path, tmp_path: Path) -> None:
-    from fibreflow.sandbox.e2b import E2BBackend
-    from fibreflow.testing.e2b_fake import FakeCloud
+@pytest.mark.slow
+def test_runs_on_e2b_against_a_served_host(store, repo: Path, tmp_path: Path) -> None:
+    pytest.importorskip("e2b")
+    from e2b_support import backend_for, e2b_server
 
-    cloud = FakeCloud(tmp_path / "cloud", api_key="k")
-    backend = E2BBackend(api_key="k", client=cloud, creates_per_second=0)
-    features = FeatureList.from_data([FEATURES[0]])
-    result = ParallelRunner(store, repo, agent=CommandAgent(AGENT), backend=backend, attempts=2,
-                            profile="quick").run(features)
-    assert result.features[0].passed_count == 1
-    sessions = store.query_df("SELECT backend, est_cost_usd FROM sandbox_sessions WHERE run_id = ?",
-                              [result.run_id])
-    assert list(sessions.backend) == ["e2b", "e2b"] and (sessions.est_cost_usd > 0).all()
-    assert cloud.running() == []
-    cloud.close()
+    with e2b_server() as server:
+        backend = backend_for(server)
+        features = FeatureList.from_data([FEATURES[0]])
+        result = ParallelRunner(store, repo, agent=CommandAgent(AGENT), backend=backend, attempts=2,
+                                profile="quick").run(features)
+        assert result.features[0].passed_count == 1
+        sessions = store.query_df("SELECT backend, est_cost_usd FROM sandbox_sessions WHERE run_id = ?",
+                                  [result.run_id])
+        assert list(sessions.backend) == ["e2b", "e2b"] and (sessions.est_cost_usd > 0).all()
+        assert backend.list_sandboxes() == []
 
 
 def test_default_workers_follow_the_backend() -> None:

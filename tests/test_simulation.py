@@ -192,3 +192,48 @@ def test_cli_prints_scenarios_as_json(sample_db: str, monkeypatch: pytest.Monkey
     assert main(["simulate", "add-agents", "nobody", "3", "--days", "3650"]) == 2
     assert "unknown agent type 'nobody'" in capsys.readouterr().err
     assert main(["simulate", "routing", "--mix", "bad=1/2"]) == 2
+
+
+def test_under_a_week_of_history_gives_a_warning_and_a_range(store: Store, tmp_path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from fibreflow.simulation.engine import results_frame
+
+    _history(store)  # exactly one day
+    cal = Calibration.from_store(store, now=NOW, days=30, probe_postgres=False)
+    assert cal.span_days == pytest.approx(1.0) and cal.short_history
+    results = [simulate_add_agents("coder", 2, calibration=cal), plan_capacity(0.2, calibration=cal),
+               *optimize_model_routing(calibration=cal)]
+    for r in results:
+        assert r.warning and "1.0 days" in r.warning and "under 7 days" in r.warning
+        low, high = r.cost_range
+        assert low < r.projected_cost < high  # x1.8 either way at one day (1 + 0.3 * sqrt(7))
+        assert high / r.projected_cost == pytest.approx(1 + 0.3 * 7 ** 0.5, rel=1e-3)
+        assert " to $" in r.cost_text() and "Warning" in r._repr_html_()
+    assert " to $" in results_frame(results)["projected_cost"][0]
+    # the CLI calibrates up to the real clock: twelve hours of calls ending an hour ago
+    recent = Store(tmp_path / "recent.duckdb", lock_timeout_s=30)
+    recent.migrate()
+    now = dt.datetime.now(dt.UTC)
+    recent.insert_rows("llm_calls", [
+        {"call_id": f"c{i}", "run_id": "r1", "agent": "coder", "tier": "sonnet", "model": "claude-sonnet-4-5",
+         "input_tokens": 1000, "output_tokens": 100, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
+         "cost_usd": 0.25, "status": "ok", "created_at": now - dt.timedelta(hours=12 - i)} for i in range(12)])
+    monkeypatch.setenv("FIBREFLOW_DB", str(recent.path))
+    assert main(["simulate", "capacity", "--growth", "0.2", "--days", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "WARNING: calibrated on only 12 hours" in out and " to $" in out
+    assert main(["simulate", "capacity", "--growth", "0.2", "--days", "30", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["warning"] and doc["calibration"]["warning"] and len(doc["cost_range"]) == 2
+
+
+def test_a_week_of_history_gives_one_number_without_a_warning(store: Store) -> None:
+    _history(store)
+    store.insert_rows("llm_calls", [{
+        "call_id": "old", "run_id": "r0", "agent": "coder", "tier": "sonnet", "model": "claude-sonnet-4-5",
+        "input_tokens": 10, "output_tokens": 1, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
+        "cost_usd": 0.01, "status": "ok", "created_at": NOW - dt.timedelta(days=8)}])
+    cal = Calibration.from_store(store, now=NOW, days=30, probe_postgres=False)
+    assert not cal.short_history
+    r = simulate_add_agents("coder", 2, calibration=cal)
+    assert r.warning is None and r.cost_range is None and " to " not in r.cost_text()

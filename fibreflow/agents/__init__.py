@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from fibreflow.sandbox.base import Sandbox
 
 AttemptStatus = Literal["completed", "failed", "error", "limit"]
+ErrorKind = Literal["auth", "model", "transport"]
+"""Why an attempt ended on an infrastructure error rather than on its work: the key or its
+permissions were refused (``auth``: 401, 403), the model API failed for good (``model``: 429/529/5xx
+after retries, 400, 404), or it could not be reached (``transport``: connection errors, timeouts)."""
 
 # name -> "module:Class"; imported lazily so an agent's heavy dependencies load only when used
 AGENTS: dict[str, str] = {
@@ -49,6 +53,9 @@ class AttemptTask:
     ``deadline`` is the attempt's one deadline, made by the runner (``run_attempt``) from
     ``limits.timeout_s`` when the agent starts; agents pass it on to every model call. ``None``
     (a task built by hand): the agent makes it from ``limits.timeout_s`` when it starts.
+    ``tier`` is the model tier the runner chose and ``tier_reason`` why (``override``, an agent
+    rule, the task's words, an escalation); ``model`` is a model ID given as an override, sent
+    whatever the tier.
     """
 
     run_id: str
@@ -62,6 +69,8 @@ class AttemptTask:
     learnings: list[str] = field(default_factory=list)
     limits: AttemptLimits = field(default_factory=AttemptLimits)
     deadline: Deadline | None = None
+    tier_reason: str | None = None
+    model: str | None = None
 
     def prompt(self) -> str:
         """The task as markdown: the feature, how it is tested, and the patterns learned so far."""
@@ -75,7 +84,10 @@ class AttemptTask:
 
 @dataclass
 class AttemptOutcome:
-    """What an agent reports back; the transcript is kept even when a limit ends the attempt."""
+    """What an agent reports back; the transcript is kept even when a limit ends the attempt.
+
+    ``error_kind`` is set when the attempt ended on an infrastructure error (``ErrorKind``): then
+    its work was never judged, and the runner runs no tests for it."""
 
     status: AttemptStatus
     summary: str = ""
@@ -86,6 +98,7 @@ class AttemptOutcome:
     error: str | None = None
     started_at: dt.datetime = field(default_factory=utc_now)
     ended_at: dt.datetime | None = None
+    error_kind: ErrorKind | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -127,6 +140,7 @@ __all__ = [
     "AttemptOutcome",
     "AttemptStatus",
     "AttemptTask",
+    "ErrorKind",
     "get_agent",
     "known_agents",
 ]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fibreflow.agents import AttemptOutcome, AttemptStatus, AttemptTask
+from fibreflow.agents import AttemptOutcome, AttemptStatus, AttemptTask, ErrorKind
 from fibreflow.agents.tools import NATIVE_TOOL_SPECS, TOOL_SPECS, SandboxTools
 from fibreflow.clock import Deadline
 from fibreflow.config import TIERS
@@ -183,6 +183,7 @@ class ClaudeAgent:
                 outcome.status, outcome.error = "limit", f"{_deadline_reason(deadline)}: {exc}"
             else:
                 outcome.status, outcome.error = "error", f"model call failed: {exc}"
+                outcome.error_kind = error_kind(exc)
         except SandboxError as exc:
             outcome.status, outcome.error = "error", f"sandbox failed: {exc}"
         except FibreflowError as exc:
@@ -206,7 +207,7 @@ class ClaudeAgent:
                 messages=_with_breakpoint(messages), system=[{"type": "text", "text": system, "cache_control": _CACHE}],
                 tools=self.tool_specs, max_tokens=self.max_tokens_per_reply, tier=tier,
                 task_text=task.description, agent=self.name, run_id=task.run_id, attempt_id=task.attempt_id,
-                deadline=budget.deadline)
+                deadline=budget.deadline, model_id=task.model)
             call = self.client.last_call
             content = [block.model_dump(mode="json", exclude_none=True) for block in message.content]
             outcome.turns += 1
@@ -272,6 +273,17 @@ class ClaudeAgent:
             raise _Ended("limit", _deadline_reason(budget.deadline))
 
 
+def error_kind(exc: LLMError) -> ErrorKind:
+    """The ``ErrorKind`` of a model call that failed for good: ``auth`` for a refused key (401) or
+    permission (403), ``transport`` when no HTTP answer came (connection error, timeout), else
+    ``model``."""
+    if exc.status_code in (401, 403):
+        return "auth"
+    if exc.status_code is None and exc.error_type in ("connection_error", "timeout"):
+        return "transport"
+    return "model"
+
+
 def _deadline_reason(deadline: Deadline) -> str:
     return f"deadline exceeded: the attempt's {deadline.describe()} was reached"
 
@@ -302,4 +314,4 @@ def _with_breakpoint(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-__all__ = ["CUT_NOTE", "EMPTY_NUDGE", "ClaudeAgent"]
+__all__ = ["CUT_NOTE", "EMPTY_NUDGE", "ClaudeAgent", "error_kind"]

@@ -4,16 +4,18 @@
 with a schema, or a given feature list), runs N sandboxed attempts per feature with the
 knowledge base in the loop, selects each winner (best of N, behavioural consensus, coverage
 floor), commits it on a new branch ``fibreflow/<run>/<feature>`` without touching the working
-tree, passes the SLA gate, deploys to staging, runs the smoke checks, asks for approval on
-Slack and waits.
+tree, runs the repository's whole test suite on the combined winners, passes the SLA gate,
+deploys to staging, runs the smoke checks, asks for approval on Slack (with Approve and Reject
+buttons) and waits; with ``no_deploy`` it ends ``committed`` after the test suite.
 ``approve_run`` deploys to production, ``reject_run`` records why not, ``resume_autopilot``
 continues a run after a crash or a failed step. Every step is a row in ``autopilot_steps``.
 
 Modules: ``pipeline`` (the sequence), ``options`` (``AutopilotOptions``, stored with each run
 so ``--resume`` builds it the same way), ``state`` (DuckDB rows), ``decompose``, ``build``,
-``winner`` (selection), ``gitrepo`` (plumbing), ``deploy`` and ``stages`` (gate, commands,
-smoke), ``notify`` (Block Kit), ``decisions`` (approve, reject), ``result`` (summary),
-``report`` (the build report notebook's data).
+``winner`` (selection), ``gitrepo`` (plumbing), ``suite`` (the whole test suite on the combined
+winners), ``deploy`` and ``stages`` (gate, commands, smoke), ``notify`` (Block Kit),
+``decisions`` (approve, reject), ``approvals`` (the Slack buttons' endpoint), ``result``
+(summary), ``report`` (the build report notebook's data).
 """
 
 from __future__ import annotations

@@ -66,9 +66,13 @@ def run_feature(store: Store, repo: Path, feature: Feature, *, goal: str | None,
     With ``escalate_to`` the feature climbs the tier ladder up to that tier (``TierLadder``)."""
     from fibreflow.build.escalation import TierLadder
     from fibreflow.build.runner import ParallelRunner
+    from fibreflow.build.tiers import implementation
+    from fibreflow.models.pricing import Pricing
+    from fibreflow.models.routing import ModelRouter
 
     kb = FailureKnowledgeBase(store)
-    agent_name = feature.agent or agents.options.agent or "claude"
+    # a logical agent ("vps-monitor") only picks the tier through its rule: the run's agent does the work
+    agent_name = implementation(feature) or agents.options.agent or "claude"
     agent = agents(agent_name)
     shown: list[str] = []
 
@@ -78,11 +82,14 @@ def run_feature(store: Store, repo: Path, feature: Feature, *, goal: str | None,
         return [item.as_prompt() for item in found]
 
     # dependencies are already in the base commit this feature builds on
-    alone = FeatureList((dataclasses.replace(feature, dependencies=(), agent=None),), goal=goal,
+    logical = None if implementation(feature) else feature.agent
+    alone = FeatureList((dataclasses.replace(feature, dependencies=(), agent=logical),), goal=goal,
                         source=f"autopilot:{feature.id}")
-    ladder = TierLadder(escalate_to) if escalate_to else None
-    if ladder is not None:
-        alone = ladder.start(alone)
+    router = ModelRouter()
+    model = agents.options.model
+    override = router.resolve_override(model, pricing=Pricing.load(router.settings.models.pricing_path)) \
+        if model else None
+    ladder = TierLadder(escalate_to, router=router) if escalate_to and override is None else None
     stored: list[str] = []
 
     def learn(f: Feature, results: list[AgentAttempt]) -> None:
@@ -94,7 +101,9 @@ def run_feature(store: Store, repo: Path, feature: Feature, *, goal: str | None,
     runner = ParallelRunner(store, repo, agent=agent, backend=backend, profile=profile, attempts=attempts,
                             workers=workers, run_id=runner_run_id, progress=progress, agent_factory=agents,
                             learnings=learnings, after_iteration=learn, iterations=iterations,
-                            escalate=ladder)
+                            escalate=ladder, router=router, override=override,
+                            data_gate=_data_gate(store, alone, agents.options.data_policy),
+                            budget=_budget(store))
     result = runner.run(alone)
     f = result.features[0]
     return {"runner_run_id": runner_run_id, "agent": agent_name, "attempts": len(f.attempts),
@@ -102,6 +111,35 @@ def run_feature(store: Store, repo: Path, feature: Feature, *, goal: str | None,
             "cost_usd": round(sum(a.cost_usd for a in f.attempts), 6), "duration_s": round(result.duration_s, 3),
             "learnings_shown": shown, "patterns_stored": stored, "workers": runner.workers,
             "solved_tier": f.solved_tier}
+
+
+def _data_gate(store: Store, features: FeatureList, policy: Any) -> Any:
+    """The SLA gate before the feature's attempts (None when it needs no data); as a plain build's."""
+    from fibreflow.config import load_settings
+    from fibreflow.models.pricing import resolve_path
+    from fibreflow.sla.config import load_sla_config
+    from fibreflow.sla.feature_gate import FreshDataGate, check_needs_data, needed
+
+    if not needed(features):
+        return None
+    settings = load_settings()
+    path = resolve_path(settings.sla.config_path)
+    config = load_sla_config(path, settings=settings) if path.is_file() else None
+    check_needs_data(features, config, config_path=str(path))
+    assert config is not None  # check_needs_data refused every name without one
+    return FreshDataGate(config, store=store, policy=policy)
+
+
+def _budget(store: Store) -> Any:
+    """The budget guard with its alerts (None without limits); as a plain build's."""
+    from fibreflow.build.budget import Budget
+    from fibreflow.config import load_settings
+    from fibreflow.sla.budget_alerts import budget_alerter
+
+    settings = load_settings()
+    if settings.budget.daily_usd is None and settings.budget.monthly_usd is None:
+        return None
+    return Budget(store, settings.budget, alert=budget_alerter(store, settings))
 
 
 def learn_from(kb: FailureKnowledgeBase, attempts: list[AgentAttempt], shown: list[str]) -> list[str]:

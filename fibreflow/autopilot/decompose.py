@@ -120,6 +120,8 @@ def feature_dict(feature: Feature) -> dict[str, Any]:
         out["tier"] = feature.tier
     if feature.steps:
         out["steps"] = list(feature.steps)
+    if feature.needs_data:
+        out["needs_data"] = list(feature.needs_data)
     return out
 
 

@@ -21,13 +21,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from fibreflow.build.stacking import EXCLUDES, apply_diff, init_tree
 from fibreflow.errors import AutopilotError, ConfigError
 
 AUTHOR = {"GIT_AUTHOR_NAME": "fibreflow autopilot", "GIT_AUTHOR_EMAIL": "autopilot@fibreflow.invalid",
           "GIT_COMMITTER_NAME": "fibreflow autopilot", "GIT_COMMITTER_EMAIL": "autopilot@fibreflow.invalid"}
 ZERO = "0" * 40
-# what tests and interpreters leave behind; an export has no .gitignore of the user's machine
-EXCLUDES = "__pycache__/\n*.py[cod]\n.pytest_cache/\n.coverage\n.coverage.*\n.mypy_cache/\n.ruff_cache/\n"
 
 
 @dataclass(frozen=True)
@@ -107,10 +106,7 @@ def export_commit(repo: Path, commit: str, dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
         tar.extractall(dest, filter="tar")  # the user's own commit: symlinks kept as they are
-    git(dest, "init", "-q")
-    (dest / ".git" / "info").mkdir(parents=True, exist_ok=True)
-    (dest / ".git" / "info" / "exclude").write_text(EXCLUDES)
-    return dest
+    return init_tree(dest)  # as a plain build's stacked trees (build.stacking)
 
 
 @contextlib.contextmanager
@@ -131,11 +127,9 @@ def commit_diff(repo: Path, parent: str, diff: str, message: str, *, date: str |
         if date is not None:
             env.update(GIT_AUTHOR_DATE=date, GIT_COMMITTER_DATE=date)
         git(repo, "read-tree", parent, env=env)
-        if diff.strip():
-            applied = git(repo, "apply", "--cached", "--binary", "--whitespace=nowarn", "-", input=diff, env=env,
-                          check=False)
-            if applied.returncode != 0:
-                raise AutopilotError(f"the winner's diff does not apply to {parent[:12]}: {applied.stderr.strip()}")
+        failed = apply_diff(repo, diff, cached=True, env=env)  # one way to stack a winner (build.stacking)
+        if failed is not None:
+            raise AutopilotError(f"the winner's diff does not apply to {parent[:12]}: {failed}")
         tree = git(repo, "write-tree", env=env).stdout.strip()
         return git(repo, "commit-tree", tree, "-p", parent, "-F", "-", input=message, env=env).stdout.strip()
 
@@ -165,5 +159,5 @@ def diff_stats(repo: Path, base: str, commit: str) -> DiffStats:
     return DiffStats(files, ins, dels, tuple(paths))
 
 
-__all__ = ["DiffStats", "branch_name", "checkout", "commit_diff", "create_branch", "diff_stats", "dirty_paths",
+__all__ = ["EXCLUDES", "DiffStats", "branch_name", "checkout", "commit_diff", "create_branch", "diff_stats", "dirty_paths",
            "export_commit", "git", "head", "repo_root"]

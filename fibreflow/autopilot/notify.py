@@ -1,8 +1,10 @@
 """The approval request: a Slack Block Kit message sent through the alert delivery code.
 
 The message says what was built and how it was checked (goal, winner, tests, coverage,
-consensus, cost, diff stats, staging URL, smoke checks) and how to decide: the
-``fibreflow approve RUN_ID`` and ``fibreflow reject RUN_ID --reason ...`` commands. It goes out
+consensus, cost, diff stats, staging URL, smoke checks) and how to decide: Approve and Reject
+buttons (Block Kit ``actions``, each with the run id as its value, answered by ``fibreflow
+approvals serve``) and the ``fibreflow approve RUN_ID`` and ``fibreflow reject RUN_ID --reason ...``
+commands. Once decided, :func:`decision_blocks` replaces the buttons with the decision. It goes out
 through ``fibreflow.sla.delivery.Transports`` (incoming webhook or bot token from the
 environment); with neither configured the step is skipped and the CLI prints the message.
 """
@@ -14,6 +16,10 @@ from typing import Any
 from fibreflow.config import Settings
 
 _TEXT_MAX = 2900  # Slack's limit for a section's text is 3000 characters
+APPROVE_ACTION = "fibreflow_approve"
+REJECT_ACTION = "fibreflow_reject"
+ACTIONS_BLOCK = "fibreflow_decision"
+_COMMANDS_BLOCK = "fibreflow_commands"
 
 
 def approve_command(run_id: str) -> str:
@@ -62,7 +68,8 @@ def build_blocks(summary: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     if lines:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)[:_TEXT_MAX]}})
     blocks += [
-        {"type": "section", "text": {"type": "mrkdwn", "text": (
+        decision_buttons(run_id),
+        {"type": "section", "block_id": _COMMANDS_BLOCK, "text": {"type": "mrkdwn", "text": (
             f"*Approve* (deploys to production):\n```{approve_command(run_id)}```\n"
             f"*Reject*:\n```{reject_command(run_id)}```")}},
         {"type": "context", "elements": [{"type": "mrkdwn", "text": (
@@ -72,6 +79,37 @@ def build_blocks(summary: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     text = (f"{title}: {goal}. Staging: {summary.get('staging_url') or 'none'}. "
             f"Approve with `{approve_command(run_id)}`.")
     return text, blocks
+
+
+def decision_buttons(run_id: str) -> dict[str, Any]:
+    """The Approve and Reject buttons of a run (the run id is each button's value)."""
+    confirm = {"title": {"type": "plain_text", "text": "Deploy to production?"},
+               "text": {"type": "mrkdwn", "text": f"Run `{run_id}` goes to production now."},
+               "confirm": {"type": "plain_text", "text": "Deploy"}, "deny": {"type": "plain_text", "text": "Cancel"}}
+    return {"type": "actions", "block_id": ACTIONS_BLOCK, "elements": [
+        {"type": "button", "action_id": APPROVE_ACTION, "style": "primary", "value": run_id,
+         "text": {"type": "plain_text", "text": "Approve"}, "confirm": confirm},
+        {"type": "button", "action_id": REJECT_ACTION, "style": "danger", "value": run_id,
+         "text": {"type": "plain_text", "text": "Reject"}}]}
+
+
+def decision_blocks(summary: dict[str, Any], *, decided: str, by: str) -> tuple[str, list[dict[str, Any]]]:
+    """(text, blocks) of the approval message once ``by`` decided (``approve`` or ``reject``): the
+    request as it was, with the buttons replaced by the decision and the run's resulting state."""
+    _, blocks = build_blocks(summary)
+    state = summary.get("state") or "-"
+    verb = "Approved" if decided == "approve" else "Rejected"
+    outcome = f"{verb} by {by}: run `{summary['run_id']}` is *{state}*"
+    if summary.get("error") and state in ("deploy_blocked", "deploy_failed"):
+        outcome += f"\n{str(summary['error'])[:_TEXT_MAX - 200]}"
+    elif decided == "reject" and summary.get("decision_reason"):
+        outcome += f" ({summary['decision_reason']})"
+    decision = {"type": "section", "block_id": ACTIONS_BLOCK, "text": {"type": "mrkdwn", "text": outcome[:_TEXT_MAX]}}
+    blocks = [decision if b.get("block_id") == ACTIONS_BLOCK else b for b in blocks
+              if b.get("block_id") != _COMMANDS_BLOCK]
+    blocks[0] = {"type": "header", "text": {"type": "plain_text",
+                                            "text": f"Autopilot build {verb.lower()} ({state})"[:150]}}
+    return f"{verb} by {by}: autopilot run {summary['run_id']} is {state}.", blocks
 
 
 def send_approval_request(summary: dict[str, Any], *, settings: Settings) -> dict[str, Any]:
@@ -93,4 +131,5 @@ def send_approval_request(summary: dict[str, Any], *, settings: Settings) -> dic
     return {**detail, "delivered": True}
 
 
-__all__ = ["approve_command", "build_blocks", "reject_command", "send_approval_request"]
+__all__ = ["ACTIONS_BLOCK", "APPROVE_ACTION", "REJECT_ACTION", "approve_command", "build_blocks", "decision_blocks",
+           "decision_buttons", "reject_command", "send_approval_request"]

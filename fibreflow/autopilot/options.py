@@ -71,6 +71,16 @@ class AutopilotOptions:
     features_path: str | Path | None = None
     """A feature list to build instead of decomposing the goal (stored as an absolute path)."""
 
+    model: str | None = None
+    """A tier or model ID every attempt runs on, whatever the routing (``--model``; tier reason ``override``)."""
+
+    data_policy: str = "ask"
+    """When a feature's ``needs_data`` SLAs are not met: ``warn``, ``abort`` or ``ask`` (abort without a terminal)."""
+
+    no_deploy: bool = False
+    """End the run at the committed branches (after the whole test suite): no SLA gate, staging,
+    smoke checks or approval request, so none of their settings is needed (``--no-deploy``)."""
+
     def resolved(self, settings: Settings) -> AutopilotOptions:
         """These options with every default taken from ``settings``, validated; a bad value is a
         ConfigError naming its key."""

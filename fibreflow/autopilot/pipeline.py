@@ -1,5 +1,8 @@
-"""The autopilot pipeline: goal -> features -> N attempts each -> winner -> branch -> staging ->
-smoke -> approval request, every step a row in ``autopilot_steps``.
+"""The autopilot pipeline: goal -> features -> N attempts each -> winner -> branch -> the whole
+test suite -> staging -> smoke -> approval request, every step a row in ``autopilot_steps``.
+
+A run needs ``autopilot.staging_command`` and ``autopilot.smoke_checks`` (checked before anything
+is built); with ``no_deploy`` it ends ``committed`` after the whole test suite instead.
 
 Features are built one after another in dependency order, each on top of the winners before
 it: feature k's attempts work on an export of feature k-1's commit, and its winner becomes a
@@ -27,6 +30,8 @@ from fibreflow.autopilot.options import AutopilotOptions
 from fibreflow.autopilot.result import AutopilotResult, load_result, run_cost, run_summary
 from fibreflow.autopilot.stages import deploy_step, gate_step, smoke_step
 from fibreflow.autopilot.state import DONE, Done, RunLog, StepRow, pid_alive
+from fibreflow.autopilot.suite import STEP as SUITE_STEP
+from fibreflow.autopilot.suite import suite_step
 from fibreflow.build.features import Feature, FeatureList
 from fibreflow.build.progress import ProgressCallback
 from fibreflow.build.records import set_winner
@@ -88,6 +93,7 @@ def run_autopilot(goal: str | None = None, options: AutopilotOptions | None = No
     if not (goal and goal.strip()) and options.features_path is None:
         raise ConfigError("give a goal or a feature list (AutopilotOptions.features_path)", key="goal")
     options = options.resolved(settings)
+    require_deploy_settings(settings, options)
     load_profile(_stored(options.profile, "profile"))
     if options.features_path is not None:  # a bad file is a usage error before any run exists
         FeatureList.load(options.features_path, test_command=options.test_command)
@@ -108,6 +114,22 @@ def run_autopilot(goal: str | None = None, options: AutopilotOptions | None = No
                         base_commit=base, options=options.to_dict())
     ctx = Context(store, settings, log, log.get(), echo, progress, agent)
     return _drive(ctx)
+
+
+def require_deploy_settings(settings: Settings, options: AutopilotOptions) -> None:
+    """ConfigError naming the deploy settings a run cannot do without: a staging command and at
+    least one smoke check, unless the run ends at its branches (``no_deploy``)."""
+    if options.no_deploy:
+        return
+    cfg = settings.autopilot
+    missing = [key for key, ok in (("autopilot.staging_command", bool(cfg.staging_command)),
+                                   ("autopilot.smoke_checks", bool(cfg.smoke_checks))) if not ok]
+    if missing:
+        where = str(settings.source) if settings.source else "fibreflow.yaml (none found; `fibreflow init` writes one)"
+        raise ConfigError(f"the autopilot deploys each run to staging and smoke-tests it, but {' and '.join(missing)} "
+                          f"{'is' if len(missing) == 1 else 'are'} not set in {where}; set "
+                          f"{'it' if len(missing) == 1 else 'them'}, or pass --no-deploy to end the run at its "
+                          "committed branches", key=missing[0])
 
 
 def _stored(value: _T | None, key: str) -> _T:
@@ -136,8 +158,9 @@ def resume_autopilot(run_id: str, *, store: Store | None = None, settings: Setti
     store = store or open_store(settings.db_path)
     log = RunLog(store, run_id)
     run = log.get()
-    if run["state"] == "awaiting_approval" and all(s.status in DONE for s in log.steps()):
+    if run["state"] in ("awaiting_approval", "committed") and all(s.status in DONE for s in log.steps()):
         return load_result(store, run_id)  # nothing left to do until someone decides
+    require_deploy_settings(settings, AutopilotOptions.from_dict(run["options"]))
 
     def not_live(row: dict[str, Any]) -> None:
         if row["state"] == "running" and row["owner_pid"] != os.getpid() and pid_alive(row["owner_pid"]):
@@ -179,6 +202,11 @@ def _pipeline(ctx: Context) -> None:
                    cost_usd=run_cost(ctx.store, ctx.log.run_id, runner_ids),
                    needs_review=any(s.detail.get("needs_review") for s in ctx.log.steps() if s.step.startswith("select:")))
     ctx.run = ctx.log.get()
+    ctx.step(SUITE_STEP, lambda: suite_step(ctx))
+    if ctx.options.no_deploy:  # --no-deploy: the branches are the result, nothing is staged or sent
+        ctx.log.claim(("running",), "committed", what="finish", owner_pid=None,
+                      cost_usd=run_cost(ctx.store, ctx.log.run_id, runner_ids))
+        return
     ctx.step("sla_gate:staging", lambda: gate_step(ctx, "staging"))
     staged = ctx.step("deploy:staging", lambda: deploy_step(ctx, "staging"))
     if staged.detail.get("staging_url"):
@@ -241,7 +269,8 @@ def _build(ctx: Context, feature: Feature, parent: str) -> Done:
         agents.close()
     detail["base_commit"] = parent
     if detail["passed"] == 0:
-        raise AutopilotError(f"feature {feature.id}: no attempt passed its tests ({detail['attempts']} tried); "
+        why = f" ({detail['status']}: {detail['reason']})" if detail.get("status") in ("blocked", "error") else ""
+        raise AutopilotError(f"feature {feature.id}: no attempt passed its tests ({detail['attempts']} tried){why}; "
                              "resuming builds it again with what was learned", step=f"build:{feature.id}",
                              detail=detail)
     return Done(detail)
@@ -292,4 +321,4 @@ def notify_step(ctx: Context) -> Done:
     return Done(detail, "completed" if detail["delivered"] else "skipped")
 
 
-__all__ = ["Context", "gate_step", "notify_step", "resume_autopilot", "run_autopilot"]
+__all__ = ["Context", "gate_step", "notify_step", "require_deploy_settings", "resume_autopilot", "run_autopilot"]

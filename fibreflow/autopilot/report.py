@@ -61,8 +61,9 @@ def run_build_report(goal: str | None = DEFAULT_GOAL, *, repo: str | None = None
                      agent_command: str | None = None, agent_script: str | None = "demo_feature",
                      offline: bool = True, decompose_script: str | None = None,
                      coverage_floor: float | None = None, run_id: str | None = None, db_path: str | None = None,
-                     progress: ProgressCallback | None = None) -> BuildReport:
-    """Show run ``run_id`` if the store has it, else build ``goal`` (see the module docstring)."""
+                     progress: ProgressCallback | None = None, no_deploy: bool = True) -> BuildReport:
+    """Show run ``run_id`` if the store has it, else build ``goal`` (see the module docstring); a
+    build for the report ends at its committed branches unless ``no_deploy`` is False."""
     store = _store(db_path)
     if run_id and store.scalar("SELECT count(*) FROM autopilot_runs WHERE run_id = ?", [run_id]):
         result = load_result(store, run_id)
@@ -70,7 +71,7 @@ def run_build_report(goal: str | None = DEFAULT_GOAL, *, repo: str | None = None
         options = AutopilotOptions(
             features_path=features, attempts=attempts, workers=workers, agent=agent, agent_command=agent_command,
             agent_script=agent_script, offline=offline, decompose_script=decompose_script,
-            coverage_floor=coverage_floor)
+            coverage_floor=coverage_floor, no_deploy=no_deploy)
         if repo is None:
             from fibreflow.models.scripts import write_demo_repo
 

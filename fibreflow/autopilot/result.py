@@ -51,7 +51,7 @@ def run_summary(store: Store, run_id: str) -> dict[str, Any]:
             "commit": commit.detail.get("commit") if commit else None,
             "learnings_shown": len(build.detail.get("learnings_shown", [])) if build else 0,
             "patterns_stored": len(build.detail.get("patterns_stored", [])) if build else 0})
-    staging, smoke, notify = by.get("deploy:staging"), by.get("smoke"), by.get("notify")
+    staging, smoke, notify, suite = by.get("deploy:staging"), by.get("smoke"), by.get("notify"), by.get("test_suite")
     failed = next((s for s in steps if s.status in ("failed", "running", "interrupted", "crashed")), None)
     diff = None
     commits = [f["commit"] for f in features if f["commit"]]
@@ -69,6 +69,8 @@ def run_summary(store: Store, run_id: str) -> dict[str, Any]:
         "needs_review": any(bool(f["needs_review"]) for f in features),
         "staging_url": run.get("staging_url") or (staging.detail.get("staging_url") if staging else None),
         "smoke": (smoke.detail.get("checks") or []) if smoke else [],
+        "test_suite": ({k: suite.detail.get(k) for k in ("command", "tests_passed", "tests_failed", "tests_errors",
+                                                          "failing")} | {"status": suite.status}) if suite else None,
         "notified": notify.detail.get("delivered") if notify else None,
         "notify_error": (notify.detail.get("error") or notify.detail.get("reason")) if notify else None,
         "notification": notify.detail.get("text") if notify else None,
@@ -105,8 +107,8 @@ class AutopilotResult:
 
     @property
     def ok(self) -> bool:
-        """The run reached a good state: awaiting approval, approved or deployed."""
-        return self.summary.get("state") in ("awaiting_approval", "approved", "deployed")
+        """The run reached a good state: committed (``--no-deploy``), awaiting approval, approved or deployed."""
+        return self.summary.get("state") in ("committed", "awaiting_approval", "approved", "deployed")
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.summary)
@@ -124,12 +126,19 @@ class AutopilotResult:
                          + (", NEEDS REVIEW (no consensus)" if f["needs_review"] else "")
                          + (f", branch {f['branch']}" if f["branch"] else ""))
         lines.append(f"  diff: {s.get('diff') or '-'}   cost: ${s['cost_usd']:.4f}   staging: {s.get('staging_url') or '-'}")
+        suite = s.get("test_suite")
+        if suite:
+            lines.append(f"  whole test suite ({suite['command']}): {suite['status']}, {suite['tests_passed']} passed, "
+                         f"{(suite['tests_failed'] or 0) + (suite['tests_errors'] or 0)} failed")
         for check in s.get("smoke") or []:
             lines.append(f"  smoke {check['name']}: {'ok' if check['ok'] else 'FAILED'}")
         if s.get("notified") is False:
             lines.append(f"  not sent to Slack: {s.get('notify_error')}")
         if s.get("error"):
             lines.append(f"  error: {s['error']}")
+        if s["state"] == "committed":
+            lines.append(f"  ended at the committed branches (--no-deploy): the whole test suite passed on "
+                         f"{s.get('branch') or '-'}; nothing was staged, smoke-tested or sent for approval")
         if s["state"] == "awaiting_approval":
             lines += [f"  approve: {s['approve_command']}", f'  reject:  fibreflow reject {s["run_id"]} --reason "..."']
         if s["state"] == "rejected":

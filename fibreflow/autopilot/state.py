@@ -22,8 +22,8 @@ from fibreflow.clock import utc_now
 from fibreflow.errors import AutopilotError, ConfigError
 from fibreflow.store import Store
 
-STATES = ("running", "failed", "awaiting_approval", "deploying", "approved", "deployed", "deploy_blocked", "deploy_failed",
-          "rejected")
+STATES = ("running", "failed", "committed", "awaiting_approval", "deploying", "approved", "deployed",
+          "deploy_blocked", "deploy_failed", "rejected")
 DONE = ("completed", "skipped")
 _RUN_COLUMNS = ("run_id", "goal", "repo", "base_ref", "base_commit", "state", "options", "features", "branch",
                 "commit_sha", "winner_attempt_id", "staging_url", "needs_review", "cost_usd", "owner_pid",

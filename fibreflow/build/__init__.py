@@ -11,4 +11,9 @@ Modules:
 - ``records``: the ``runs``, ``features`` and ``attempts`` rows (the three tables' only writer).
 - ``escalation``: ``TierLadder``, one model tier up while no attempt of a feature passes.
 - ``progress``: progress events, a terminal bar and a notebook widget.
+- ``tiers``: which tier a feature's attempts run on and why (override, pinned, agent rule, routed).
+- ``stacking``: a feature's attempts start from its dependencies' winning code (shared with the autopilot).
+- ``guards``: the data gate and budget guard protocols the runner asks before attempts.
+- ``budget``: ``Budget``, daily and monthly limits over model and sandbox spend, and their alerts.
+- ``preflight``: the model key and model IDs, the E2B key and Slack checked before a run spends.
 """

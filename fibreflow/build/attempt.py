@@ -6,6 +6,9 @@ learning and selection, so that all of them see one record with one verdict, and
 ``FailureAnalysis`` sits beside it only so the record can carry learning's result without
 importing learning. An attempt passes when its tests ran and exited 0 with no failures or
 errors, nothing killed them, and its agent did not end in an error; ``status`` follows from that.
+An attempt whose agent ended on an infrastructure error (``error_kind``: a refused key, a model
+API that failed for good, no connection) is ``error``: its tests are not run, and the counts keep
+it apart from attempts whose tests failed.
 
 ``run_attempt`` is what a worker thread does: sandbox -> agent -> tests -> results -> cleanup,
 and one row in ``attempts`` queued in ``finally`` so a failure still leaves its record; a sandbox
@@ -19,6 +22,7 @@ import datetime as dt
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import KW_ONLY, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fibreflow.agents import Agent, AttemptOutcome, AttemptTask
@@ -65,6 +69,8 @@ class AgentAttempt:
     ``passed`` is the only verdict; ``status`` (the ``attempts`` table's column) is derived from
     it. ``agent_status`` is how the agent's work ended: its own report (completed, failed, limit,
     error), or ``error`` when the agent or its sandbox raised before the tests could judge it.
+    ``error_kind`` (``auth``, ``model``, ``transport``) marks an infrastructure error: the attempt
+    says nothing about the feature. ``tier`` is the model tier it ran on and ``tier_reason`` why.
     ``test_output``, ``exit_code``, ``killed_reason`` and JUnit XML in ``artifacts`` are the
     evidence failure analysis reads; ``reflection`` is the model's own account and is never
     learned from on its own.
@@ -101,6 +107,8 @@ class AgentAttempt:
     failure_analysis: FailureAnalysis | None = None
     improvement_suggestions: list[str] = field(default_factory=list)
     learned_patterns: list[str] = field(default_factory=list)
+    tier_reason: str | None = None
+    error_kind: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -117,6 +125,11 @@ class AgentAttempt:
         return "error" if self.agent_status == "error" else "failed"
 
     @property
+    def infrastructure_error(self) -> bool:
+        """The attempt ended on a model, transport or authentication error (``error_kind``)."""
+        return self.status == "error" and self.error_kind is not None
+
+    @property
     def tests_total(self) -> int:
         return self.tests_passed + self.tests_failed
 
@@ -131,6 +144,7 @@ class AgentAttempt:
         duration = None if self.execution_time is None else round(self.execution_time, 3)
         return {"attempt_id": self.attempt_id, "run_id": run_id or self.run_id, "feature_id": self.feature_id,
                 "iteration": self.iteration, "agent": self.agent, "tier": self.tier,
+                "tier_reason": self.tier_reason, "error_kind": self.error_kind,
                 "sandbox_id": self.sandbox_id, "status": self.status, "exit_code": self.exit_code,
                 "tests_passed": self.tests_passed, "tests_failed": self.tests_failed,
                 "coverage": self.test_coverage, "duration_s": duration, "cost_usd": self.cost_usd,
@@ -156,6 +170,7 @@ class AgentAttempt:
         attempt = cls(
             str(row["feature_id"]), attempt_id=str(row["attempt_id"]), run_id=str(val("run_id", "")),
             iteration=int(val("iteration", 1)), tier=val("tier"), agent=str(val("agent", "")),
+            tier_reason=val("tier_reason"), error_kind=val("error_kind"),
             agent_status="error" if status == "error" else None, cost_usd=float(val("cost_usd", 0.0)),
             error=val("error"), sandbox_id=val("sandbox_id"),
             exit_code=None if val("exit_code") is None else int(val("exit_code")),
@@ -168,25 +183,44 @@ class AgentAttempt:
         return attempt
 
 
+def count_statuses(attempts: list[AgentAttempt]) -> dict[str, int]:
+    """Attempts by ``status``: ``passed``, ``failed`` (the tests judged them) and ``errors`` (they
+    ended in an error, infrastructure errors included: no test judged them)."""
+    counts = {"passed": 0, "failed": 0, "errors": 0}
+    for a in attempts:
+        counts["errors" if a.status == "error" else a.status] += 1
+    return counts
+
+
 @dataclass
 class FeatureResult:
-    """A feature's attempts and how it ended: passed, failed, skipped (or pending)."""
+    """A feature's attempts and how it ended: passed, failed, error (every attempt ended on an
+    infrastructure error), skipped, blocked (the data gate or the budget stopped it), or pending."""
 
     feature: Feature
     status: str = "pending"
     reason: str | None = None
     solved_tier: str | None = None
     attempts: list[AgentAttempt] = field(default_factory=list)
+    winner: AgentAttempt | None = None
+    """The passing attempt whose code the features that depend on this one start from."""
+    data_gate: dict[str, Any] | None = None
+    """The data-freshness gate's decision before the attempts (``decision``, ``violations``)."""
 
     @property
     def passed_count(self) -> int:
         return sum(1 for a in self.attempts if a.passed)
 
     def to_dict(self) -> dict[str, Any]:
+        counts = count_statuses(self.attempts)
         return {"feature_id": self.feature.id, "status": self.status, "passed": self.passed_count,
+                "failed": counts["failed"], "errors": counts["errors"],
                 "attempts": len(self.attempts), "reason": self.reason, "solved_tier": self.solved_tier,
+                "tiers": sorted({a.tier for a in self.attempts if a.tier}),
                 "cost_usd": round(sum(a.cost_usd for a in self.attempts), 6),
-                "passing_attempts": [a.attempt_id for a in self.attempts if a.passed]}
+                "passing_attempts": [a.attempt_id for a in self.attempts if a.passed],
+                "winner": self.winner.attempt_id if self.winner is not None else None,
+                "data_gate": self.data_gate}
 
 
 @dataclass
@@ -200,10 +234,25 @@ class RunResult:
     backend: str = "local"
     workers: int = 1
 
+    stop_reason: str | None = None
+    """Why the run stopped starting attempts early (the budget), if it did."""
+
     @property
     def ok(self) -> bool:
         """Every feature has a passing attempt."""
         return all(f.status == "passed" for f in self.features)
+
+    @property
+    def attempts(self) -> list[AgentAttempt]:
+        """Every attempt of every feature."""
+        return [a for f in self.features for a in f.attempts]
+
+    @property
+    def only_infrastructure_errors(self) -> bool:
+        """Attempts ran and every one ended on an infrastructure error: nothing was judged, so the
+        build is a configuration or service problem (exit 2), not a failed build (exit 1)."""
+        tried = self.attempts
+        return bool(tried) and all(a.infrastructure_error for a in tried)
 
     def feature(self, feature_id: str) -> FeatureResult:
         return next(f for f in self.features if f.feature.id == feature_id)
@@ -211,34 +260,40 @@ class RunResult:
     def to_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "status": self.status, "passed": self.ok,
                 "duration_s": round(self.duration_s, 3), "backend": self.backend, "workers": self.workers,
+                "attempt_counts": count_statuses(self.attempts), "stop_reason": self.stop_reason,
                 "features": [f.to_dict() for f in self.features]}
 
 
 def run_attempt(manager: SandboxManager, record: Callable[[AgentAttempt], None], task: AttemptTask,
-                agent: Agent, *, profile: str, test_command: str) -> AgentAttempt:
+                agent: Agent, *, profile: str, test_command: str, repo: Path | None = None) -> AgentAttempt:
     """Sandbox -> agent -> tests -> results -> cleanup for one attempt; never raises for a failure.
 
     ``record(attempt)`` stores the finished attempt; the runner passes
     ``fibreflow.build.records.attempt_recorder``, so the ``attempts`` table keeps one writer.
     The attempt's one ``Deadline`` starts when the agent does, from ``task.limits.timeout_s``,
-    and reaches the agent (and through it every model call) as ``task.deadline``.
+    and reaches the agent (and through it every model call) as ``task.deadline``. ``repo`` is the
+    tree the sandbox copies when it is not the manager's (the feature's stacked dependencies).
     """
     result = AgentAttempt(task.feature_id, attempt_id=task.attempt_id, run_id=task.run_id,
                           attempt_index=task.attempt_index, iteration=task.iteration, tier=task.tier,
-                          agent=getattr(agent, "name", type(agent).__name__), stage="test",
-                          feature_text=task.description)
+                          tier_reason=task.tier_reason, agent=getattr(agent, "name", type(agent).__name__),
+                          stage="test", feature_text=task.description)
     started = time.monotonic()
     sandbox = None
     outcome: AttemptOutcome | None = None
     try:
-        sandbox = manager.create_sandbox(task.feature_id, profile, attempt_id=task.attempt_id)
+        sandbox = manager.create_sandbox(task.feature_id, profile, attempt_id=task.attempt_id, repo=repo)
         result.sandbox_id = sandbox.id
         if task.deadline is None:
             task = dataclasses.replace(task, deadline=Deadline.after(task.limits.timeout_s))
         outcome = manager.execute_feature(sandbox, task, agent)
         result.agent_status, result.cost_usd = outcome.status, outcome.cost_usd
-        found = manager.extract_results(sandbox, test_command=test_command)
-        _take_results(result, found, outcome)
+        if outcome.status == "error" and outcome.error_kind is not None:
+            # nothing was built: running the tests would only report the unchanged code as failing
+            result.error_kind, result.error = outcome.error_kind, outcome.error or "the agent failed"
+        else:
+            found = manager.extract_results(sandbox, test_command=test_command)
+            _take_results(result, found, outcome)
     except Exception as exc:  # a broken sandbox or agent fails this attempt, not the run
         result.agent_status = "error"
         result.error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, FibreflowError) else str(exc)

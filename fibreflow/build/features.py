@@ -4,9 +4,13 @@ The file is a JSON (or YAML) list of features, or an object ``{"goal": ..., "tes
 "features": [...]}`` whose ``test_command`` is the default for every feature. A feature::
 
     {"id": "login", "description": "Users can log in", "dependencies": ["db"],
-     "test_command": "python -m pytest tests/test_login.py", "agent": "command", "tier": "sonnet"}
+     "test_command": "python -m pytest tests/test_login.py", "agent": "command", "tier": "sonnet",
+     "needs_data": ["orders_fresh"]}
 
-Only ``description`` is required; ``id`` defaults to ``feature-N``. ``category``, ``steps``
+Only ``description`` is required; ``id`` defaults to ``feature-N``. ``agent`` names an agent
+implementation (``claude``, ``command``) or a logical agent whose rule in ``models.agent_rules``
+picks the tier (``build.tiers``); ``needs_data`` names SLAs whose data must be fresh before the
+feature's attempts start (the build's data gate). ``category``, ``steps``
 (shown to the agent), ``passes``, ``notes`` and ``priority`` are accepted as information. Any
 other key is an error naming the file, line, feature and field, so a typo is not silently lost.
 """
@@ -16,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +29,7 @@ from fibreflow.errors import ConfigError, RunnerError
 
 DEFAULT_TEST_COMMAND = "python -m pytest -q"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-_FEATURE_KEYS = {"id", "description", "dependencies", "depends_on", "test_command", "agent", "tier"}
+_FEATURE_KEYS = {"id", "description", "dependencies", "depends_on", "test_command", "agent", "tier", "needs_data"}
 _INFO_KEYS = {"category", "steps", "passes", "notes", "priority"}
 _TOP_KEYS = {"goal", "test_command", "features"}
 
@@ -41,6 +45,7 @@ class Feature:
     agent: str | None = None
     tier: str | None = None
     steps: tuple[str, ...] = ()
+    needs_data: tuple[str, ...] = ()
 
     def task_description(self) -> str:
         """The description with its steps, as an agent is given it."""
@@ -56,6 +61,17 @@ class FeatureList:
     features: tuple[Feature, ...]
     source: str | None = None
     goal: str | None = None
+    lines: Any = field(default=None, compare=False, repr=False)
+    """Where each key was in the file (a ``LoadedYaml``), for errors found after loading."""
+    prefix: tuple[Any, ...] = field(default=(), compare=False, repr=False)
+
+    def line_of(self, index: int, key: str) -> int | None:
+        """The file's line of feature ``index``'s ``key`` (None when not known)."""
+        return self.lines.line_of([*self.prefix, index, key]) if self.lines is not None else None
+
+    def replace_features(self, features: Sequence[Feature]) -> FeatureList:
+        """The same list (source, goal, line index) with other features."""
+        return FeatureList(tuple(features), source=self.source, goal=self.goal, lines=self.lines, prefix=self.prefix)
 
     def __iter__(self) -> Iterator[Feature]:
         return iter(self.features)
@@ -156,7 +172,8 @@ class FeatureList:
             raise fail("the feature list must be a non-empty JSON list of features", prefix)
         features = [_parse_feature(item, i, prefix, fail, test_command) for i, item in enumerate(data)]
         _check_graph(features, prefix, fail)
-        return cls(tuple(features), source=source, goal=goal if isinstance(goal, str) else None)
+        return cls(tuple(features), source=source, goal=goal if isinstance(goal, str) else None, lines=lines,
+                   prefix=prefix)
 
 
 def _parse_feature(item: Any, index: int, prefix: tuple[Any, ...], fail: Any,
@@ -201,6 +218,7 @@ def _parse_feature(item: Any, index: int, prefix: tuple[Any, ...], fail: Any,
         agent=text("agent"),
         tier=tier,
         steps=strings("steps"),
+        needs_data=strings("needs_data"),
     )
 
 

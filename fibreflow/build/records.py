@@ -31,7 +31,8 @@ AttemptRecorder = Callable[[AgentAttempt], None]
 """Stores one finished attempt (``run_attempt`` calls it once, in ``finally``)."""
 
 #: columns of ``features`` that change while a run goes on
-_FEATURE_UPDATES = frozenset({"status", "solved_tier", "winner_attempt_id", "started_at", "ended_at"})
+_FEATURE_UPDATES = frozenset({"status", "solved_tier", "winner_attempt_id", "started_at", "ended_at", "reason",
+                              "data_gate", "data_violations"})
 #: feature states that a run's end closes (the others are final already)
 _OPEN_FEATURES = ("pending", "running")
 
@@ -112,7 +113,8 @@ def mark_crashed_runs(store: Store) -> list[str]:
 
 
 def update_feature(store: Store, run_id: str, feature_id: str, **values: object) -> None:
-    """Set columns of one feature's row (status, solved_tier, winner_attempt_id, started_at, ended_at)."""
+    """Set columns of one feature's row (status, solved_tier, winner_attempt_id, started_at, ended_at,
+    reason, data_gate, data_violations)."""
     unknown = set(values) - _FEATURE_UPDATES
     if unknown:
         raise ValueError(f"features has no updatable column {', '.join(sorted(unknown))}")

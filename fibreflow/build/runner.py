@@ -6,7 +6,17 @@ sandbox is removed. Independent features and the attempts of one feature share o
 ``workers`` threads (attempts wait on models and test runs, not on Python, so threads suffice).
 A feature passes when any attempt passes; a feature whose dependency did not pass is skipped
 with that reason. Nothing is written to the user's working tree: a winning attempt is only a
-diff in the store until the autopilot turns it into a branch.
+diff in the store until the autopilot turns it into a branch. A feature's attempts start from the
+winning code of the features it depends on (``build.stacking``: a temporary tree with their
+winners' diffs applied, as the autopilot's commits stack them). A feature whose every attempt
+ended on an infrastructure error (a refused key, a model API down) ends ``error``: no further
+round or tier is tried, since none would be judged either.
+
+With a ``router``, each feature's tier is chosen once and recorded with its reason on every
+attempt (``build.tiers``: override, pinned, agent rule, the task's words, escalation). A
+``data_gate`` is asked before the attempts of a feature that declares ``needs_data``, and a
+``budget`` guard before every attempt (``build.guards``); either may block, and the runner
+records why.
 
 Everything lands in DuckDB through short writes, no connection held across an attempt: ``runs``
 and ``features`` through ``fibreflow.build.records``, ``attempts`` and the manager's
@@ -28,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import logging
 import os
 import time
@@ -37,11 +48,14 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fibreflow.agents import Agent, AttemptLimits, AttemptTask, get_agent
+from fibreflow.agents import Agent, AttemptLimits, AttemptTask, get_agent, known_agents
 from fibreflow.build import records
 from fibreflow.build.attempt import AgentAttempt, FeatureResult, RunResult, run_attempt
 from fibreflow.build.features import Feature, FeatureList
+from fibreflow.build.guards import BudgetGuard, DataGate
 from fibreflow.build.progress import EventKind, ProgressCallback, ProgressEvent
+from fibreflow.build.stacking import StackedTrees, StackError, dependency_chain, pick_winner
+from fibreflow.build.tiers import choose_tier, escalated, implementation
 from fibreflow.errors import AgentError, RunnerError
 from fibreflow.sandbox.base import store_files
 from fibreflow.sandbox.profiles import load_profile
@@ -49,10 +63,13 @@ from fibreflow.store import BatchWriter, Store
 
 if TYPE_CHECKING:  # the manager and the settings load their dependencies only when a run needs them
     from fibreflow.config import Settings
+    from fibreflow.models.routing import ModelRouter, RouteDecision
     from fibreflow.sandbox.base import SandboxBackend
     from fibreflow.sandbox.manager import SandboxManager
 
 MAX_LOCAL_WORKERS = 64
+#: feature states that stop the features depending on it
+_BLOCKING = ("failed", "skipped", "error", "blocked")
 STOP_GRACE_S = 10.0  # how long a stopping run waits for attempts to return once their sandboxes are closed
 log = logging.getLogger(__name__)
 
@@ -88,7 +105,8 @@ class ParallelRunner:
                  learnings: Callable[[Feature], list[str]] | None = None,
                  escalate: Callable[[Feature, FeatureResult], str | None] | None = None,
                  after_iteration: Callable[[Feature, list[AgentAttempt]], None] | None = None,
-                 iterations: int = 1) -> None:
+                 iterations: int = 1, router: ModelRouter | None = None, override: RouteDecision | None = None,
+                 stack: bool = True, data_gate: DataGate | None = None, budget: BudgetGuard | None = None) -> None:
         if attempts < 1:
             raise RunnerError(f"attempts must be at least 1, got {attempts}")
         if workers is not None and workers < 1:
@@ -117,6 +135,13 @@ class ParallelRunner:
         self.escalate = escalate or (lambda feature, result: None)
         self.after_iteration = after_iteration
         self.iterations = iterations
+        self.router = router
+        self.override = override
+        self.stack = stack
+        self.data_gate = data_gate
+        self.budget = budget
+        self.budget_stop: str | None = None
+        """Why the budget guard stopped the run from starting attempts (None: it did not)."""
         self.result: RunResult | None = None
         """The run as it ended, also when ``run`` raised (then ``cancelled`` or ``error``)."""
         self.stopped_attempts: list[AgentAttempt] = []
@@ -151,13 +176,16 @@ class ParallelRunner:
             writer.close()
             raise
         status, error = "error", None
+        self.budget_stop = None
+        stacks = StackedTrees(self.repo, hidden=[Path(p) for p in store_files(self.store.path)])
         try:
             self._sweep_crashed()
             self._record_start(features)
             self._reap(manager)
             self._emit("run_started")
-            self._schedule(manager, writer, features, agents, results)
+            self._schedule(manager, writer, features, agents, results, stacks)
             status = "passed" if all(r.status == "passed" for r in results.values()) else "failed"
+            error = self.budget_stop
         except BaseException as exc:
             status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "error"
             error = str(exc) or ("interrupted" if status == "cancelled" else repr(exc))
@@ -167,10 +195,11 @@ class ParallelRunner:
             writer.close()
             duration = time.monotonic() - self._started
             self.result = RunResult(self.run_id, status, [results[f.id] for f in features], duration,
-                                    backend=self.backend_name, workers=self.workers)
+                                    backend=self.backend_name, workers=self.workers, stop_reason=self.budget_stop)
             records.finish_run(self.store, self.run_id, status=status, error=error,
                                ended_at=dt.datetime.now(dt.UTC))
             self._reap(manager)
+            stacks.close()
             self._emit("run_finished", status=status, message=error)
         return self.result
 
@@ -195,7 +224,7 @@ class ParallelRunner:
             log.warning("marked %d run(s) crashed, their orchestrator is gone: %s", len(crashed), ", ".join(crashed))
 
     def _schedule(self, manager: SandboxManager, writer: BatchWriter, features: FeatureList,
-                  agents: dict[str, Agent], results: dict[str, FeatureResult]) -> None:
+                  agents: dict[str, Agent], results: dict[str, FeatureResult], stacks: StackedTrees) -> None:
         running: dict[Future[AgentAttempt], str] = {}
         outstanding: dict[str, int] = {}
         waiting = {f.id: f for f in features.ordered()}
@@ -214,35 +243,82 @@ class ParallelRunner:
         # on an attempt whose sandbox ignores the kill
         pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="fibreflow-attempt")
         stopped = False
+        trees: dict[str, Path | None] = {}
         try:
-            def launch(feature: Feature, iteration: int, tier: str | None) -> None:
+            def launch(feature: Feature, iteration: int, tier: str | None, reason: str | None = None,
+                       model: str | None = None) -> int:
+                """Submit the iteration's attempts; how many the budget let start."""
                 learned = self.learnings(feature)
-                outstanding[feature.id] = self.attempts
+                launched = 0
                 for index in range(self.attempts):
+                    if self.budget is not None and self.budget_stop is None:
+                        self.budget_stop = self.budget.allow(tier, len(running))
+                    if self.budget_stop is not None:
+                        self._counts["total"] -= self.attempts - index
+                        break
                     task = AttemptTask(
                         run_id=self.run_id, feature_id=feature.id,
                         attempt_id=f"{self.run_id}-{feature.id}-{iteration}-{index}",
                         description=feature.task_description(), test_command=feature.test_command,
                         attempt_index=index, iteration=iteration, tier=tier, learnings=list(learned),
-                        limits=self.limits)
+                        limits=self.limits, tier_reason=reason, model=model)
                     fut = pool.submit(run_attempt, manager, record, task, agents[feature.id],
-                                      profile=self.profile, test_command=feature.test_command)
+                                      profile=self.profile, test_command=feature.test_command,
+                                      repo=trees.get(feature.id))
                     running[fut] = feature.id
+                    launched += 1
+                outstanding[feature.id] = launched
+                if launched == 0:
+                    self._block(results[feature.id], f"budget: {self.budget_stop}")
+                return launched
+
+            def start(feature: Feature) -> None:
+                fid = feature.id
+                if self.stack and feature.dependencies:
+                    chain = [(d.id, getattr(results[d.id].winner, "diff", "") or "")
+                             for d in dependency_chain(features, feature)]
+                    try:
+                        tree = stacks.tree_for(feature, chain)
+                    except (StackError, OSError) as exc:
+                        self._finish(results[fid], "skipped", str(exc))
+                        self._counts["total"] -= self.attempts
+                        return
+                    trees[fid] = None if tree == self.repo else tree
+                if feature.needs_data and self.data_gate is not None:
+                    gate = self.data_gate(feature)
+                    results[fid].data_gate = gate.to_dict()
+                    self._record_feature(fid, data_gate=gate.decision,
+                                         data_violations=json.dumps(list(gate.violations)))
+                    if not gate.proceed:
+                        self._counts["total"] -= self.attempts
+                        self._block(results[fid], f"data gate ({gate.policy}): {gate.decision}: "
+                                                  + "; ".join(gate.violations))
+                        return
+                self._record_feature(fid, status="running", started_at=dt.datetime.now(dt.UTC))
+                if self.router is not None:
+                    decision = choose_tier(feature, self.router, override=self.override)
+                    model = self.override.model_id if self.override is not None else None
+                    launch(feature, 1, decision.tier, decision.reason, model)
+                else:
+                    launch(feature, 1, feature.tier, "pinned in the feature list" if feature.tier else None)
 
             def release() -> None:
                 for fid, feature in list(waiting.items()):
                     states = [results[d].status for d in feature.dependencies]
-                    blocked = next((d for d in feature.dependencies if results[d].status in ("failed", "skipped")),
-                                   None)
+                    blocked = next((d for d in feature.dependencies if results[d].status in _BLOCKING), None)
                     if blocked is not None:
                         del waiting[fid]
-                        why = "failed" if results[blocked].status == "failed" else "was skipped"
+                        why = {"failed": "failed", "skipped": "was skipped", "error": "ended on errors",
+                               "blocked": "was blocked"}[results[blocked].status]
                         self._finish(results[fid], "skipped", f"dependency {blocked!r} {why}")
                         self._counts["total"] -= self.attempts
+                    elif self.budget_stop is not None and all(s == "passed" for s in states):
+                        del waiting[fid]
+                        self._counts["total"] -= self.attempts
+                        self._block(results[fid], f"budget: {self.budget_stop}")
                     elif all(s == "passed" for s in states):
                         del waiting[fid]
-                        self._record_feature(fid, status="running", started_at=dt.datetime.now(dt.UTC))
-                        launch(feature, 1, feature.tier)
+                        start(feature)
 
             try:
                 release()
@@ -291,24 +367,43 @@ class ParallelRunner:
             log.warning("%d attempt(s) of run %s did not return within %.0fs of the stop",
                         len(pending), self.run_id, STOP_GRACE_S)
 
-    def _feature_done(self, feature: Feature, result: FeatureResult,
-                      launch: Callable[[Feature, int, str | None], None]) -> None:
-        latest = result.attempts[-self.attempts:]
+    def _feature_done(self, feature: Feature, result: FeatureResult, launch: Callable[..., int]) -> None:
+        iteration = max(a.iteration for a in result.attempts)
+        latest = [a for a in result.attempts if a.iteration == iteration]
         if any(a.passed for a in latest):
             result.solved_tier = latest[0].tier
+            result.winner = pick_winner(latest)
+            self._record_feature(feature.id, winner_attempt_id=result.winner.attempt_id if result.winner else None)
             self._finish(result, "passed", None)
             return
+        if all(a.infrastructure_error for a in latest):
+            # a refused key or a dead API fails every round and every tier alike: retrying only spends
+            counts = f"{len(latest)} attempt(s)" if len(latest) > 1 else "the attempt"
+            self._finish(result, "error", f"{counts} ended on {latest[-1].error_kind} errors, no test ran: "
+                                          f"{latest[-1].error}")
+            return
+        if self.budget_stop is not None:
+            self._finish(result, "failed", f"no attempt of {len(result.attempts)} passed its tests; "
+                                           f"budget: {self.budget_stop}")
+            return
         next_tier = self.escalate(feature, result)
-        if next_tier is None and latest[0].iteration < self.iterations:
+        reason, model = latest[0].tier_reason, None
+        if next_tier is None and iteration < self.iterations:
             next_tier = latest[0].tier  # another iteration on the same tier, with what was just learned
+            model = self.override.model_id if self.override is not None else None
             retry = True
         else:
             retry = next_tier is not None
+            if retry and self.router is not None and next_tier is not None:
+                reason = escalated(self.router, next_tier, latest[0].tier).reason
         if retry:
             self._counts["total"] += self.attempts
-            launch(feature, latest[0].iteration + 1, next_tier)
+            launch(feature, iteration + 1, next_tier, reason, model)
             return
-        self._finish(result, "failed", f"no attempt of {len(result.attempts)} passed its tests")
+        failed = sum(1 for a in result.attempts if a.status == "failed")
+        errors = len(result.attempts) - failed - result.passed_count
+        self._finish(result, "failed", f"no attempt of {len(result.attempts)} passed its tests"
+                                       + (f" ({failed} failed, {errors} ended on errors)" if errors else ""))
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
@@ -316,15 +411,20 @@ class ParallelRunner:
         named: dict[str, Agent] = {}
         chosen = {}
         for feature in features:
-            if feature.agent is None:
+            if implementation(feature) is None:  # none named, or a logical agent: its rule picks the tier only
+                if feature.agent is not None and (self.router is None or feature.agent not in self.router.agent_rules):
+                    raise RunnerError(f"feature {feature.id!r}: unknown agent {feature.agent!r}; known agents: "
+                                      f"{', '.join(known_agents())}, or a logical agent with a rule in "
+                                      "models.agent_rules (field 'agent')")
                 chosen[feature.id] = self.default_agent
                 continue
-            if feature.agent not in named:
+            name = feature.agent or ""
+            if name not in named:
                 try:
-                    named[feature.agent] = self.agent_factory(feature.agent)
+                    named[name] = self.agent_factory(name)
                 except AgentError as exc:
                     raise RunnerError(f"feature {feature.id!r}: {exc}") from None
-            chosen[feature.id] = named[feature.agent]
+            chosen[feature.id] = named[name]
         return chosen
 
     def _record_start(self, features: FeatureList) -> None:
@@ -338,9 +438,13 @@ class ParallelRunner:
 
     def _finish(self, result: FeatureResult, status: str, reason: str | None) -> None:
         result.status, result.reason = status, reason
-        self._record_feature(result.feature.id, status=status, solved_tier=result.solved_tier,
+        self._record_feature(result.feature.id, status=status, solved_tier=result.solved_tier, reason=reason,
                              ended_at=dt.datetime.now(dt.UTC))
         self._emit("feature_finished", feature_id=result.feature.id, status=status, message=reason)
+
+    def _block(self, result: FeatureResult, reason: str) -> None:
+        """The feature's attempts may not start (the data gate, the budget): ``blocked``, with why."""
+        self._finish(result, "blocked", reason)
 
     def _count(self, result: AgentAttempt) -> None:
         self._counts["done"] += 1

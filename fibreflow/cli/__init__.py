@@ -13,10 +13,11 @@ exits at once, without a traceback, and leaves what is left to the next command 
 reaper, the crash sweep). Every command that opens the store first marks the runs whose
 orchestrator died ``crashed`` (``fibreflow.build.records.mark_crashed_runs``).
 
-Modules: ``doctor``, ``demo``, ``sla`` (check, watch, compliance), ``sandbox`` (run, reap,
-profiles), ``build`` (plain, ``--autopilot``, ``--resume``, ``--escalate``), ``approve``
-(approve, reject), ``route``, ``cost`` (analyze), ``learn`` (list, show, stats), ``simulate``,
-``twin``, ``report``, ``bench``.
+Modules: ``init`` (fibreflow.yaml, features.json, .env.example, .gitignore), ``config`` (show),
+``doctor``, ``demo``, ``sla`` (check, watch, compliance), ``sandbox`` (run, reap, profiles),
+``build`` (plain, ``--autopilot``, ``--resume``, ``--escalate``), ``approve`` (approve, reject),
+``approvals`` (serve: the Slack buttons' endpoint), ``route``, ``cost`` (analyze), ``learn``
+(list, show, stats), ``simulate``, ``twin``, ``report``, ``bench``, ``store`` (serve: the store server; migrate --to; compact).
 """
 
 from __future__ import annotations
@@ -33,15 +34,15 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from fibreflow.errors import ConfigError, FibreflowError, ForeignDatabaseError
+from fibreflow.errors import ConfigError, FibreflowError, ForeignDatabaseError, StoreUnreachable
 
 if TYPE_CHECKING:
     from fibreflow.store import Store
 
 # one module of this package per command noun, in the order ``--help`` lists them
 COMMAND_MODULES = tuple(f"fibreflow.cli.{noun}" for noun in (
-    "doctor", "demo", "sla", "sandbox", "build", "approve", "route", "cost", "learn", "simulate", "twin", "report",
-    "bench"))
+    "init", "config", "doctor", "demo", "sla", "sandbox", "build", "approve", "approvals", "route", "cost", "learn",
+    "simulate", "twin", "report", "bench", "store"))
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130; SIGTERM exits 128 + 15 = 143
@@ -167,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         add_open_hook(_mark_crashed_runs)
         return int(args.func(args) or 0)
-    except (ConfigError, ForeignDatabaseError) as exc:
+    except (ConfigError, ForeignDatabaseError, StoreUnreachable) as exc:
         print(f"fibreflow: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except FibreflowError as exc:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fibreflow.demo import run_demo
+
+if TYPE_CHECKING:
+    from fibreflow.config import Settings
 
 
 def run(args: argparse.Namespace) -> int:
@@ -21,10 +25,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n== demo done: {len(summary.cycles)} SLA cycles (violation seen: {violated}, recovered: "
           f"{recovered}, alerts delivered: {len(summary.alerts)}); build {summary.build_run_id}: "
           f"{summary.build_state}; store: {settings.db_path}")
-    print(f"   approve the build:  .venv/bin/fibreflow approve {summary.build_run_id}")
-    db = "" if settings.db_path == Path("data/fibreflow.duckdb") else f"FIBREFLOW_DB={settings.db_path} "
-    print(f"   open the twin:      {db}.venv/bin/fibreflow twin    (then http://127.0.0.1:8866)")
+    # approving runs autopilot.production_command: without one, `approve` says so and exits 2
+    first = "" if settings.autopilot.production_command else "set autopilot.production_command, then "
+    print(f"   approve the build:  {first}{db_prefix(settings)}.venv/bin/fibreflow approve {summary.build_run_id}")
+    print(f"   open the twin:      {db_prefix(settings)}.venv/bin/fibreflow twin    (then http://127.0.0.1:8866)")
     return 0 if violated and recovered and built else 1
+
+
+def db_prefix(settings: Settings) -> str:
+    """``FIBREFLOW_DB=... `` when the store is not the default one, so a printed command finds it."""
+    return "" if settings.db_path == Path("data/fibreflow.duckdb") else f"FIBREFLOW_DB={settings.db_path} "
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,4 +1,5 @@
-"""``fibreflow sandbox run|reap|profiles``: one command in a fresh sandbox, orphan reaping, profiles."""
+"""``fibreflow sandbox run|reap|profiles|serve``: one command in a fresh sandbox, orphan reaping, profiles,
+and an E2B-protocol server of this host's sandboxes."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import sys
 from pathlib import Path
 
 from fibreflow.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, usage_error
-from fibreflow.errors import StoreError
+from fibreflow.errors import SandboxUnavailable, StoreError
 from fibreflow.sandbox.backends import BACKENDS
+from fibreflow.sandbox.e2b_launch import KEY_ENV
 
 
 def _usage(message: str) -> int:
@@ -105,6 +107,52 @@ def profiles(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Serve the E2B protocol over this host's sandboxes until SIGINT or SIGTERM."""
+    import os
+    import re
+    import threading
+
+    from fibreflow.config import load_settings
+    from fibreflow.sandbox.e2b_pool import SandboxPool
+    from fibreflow.sandbox.profiles import load_profile
+
+    try:
+        from fibreflow.sandbox.e2b_server import E2BServer
+    except ImportError as exc:  # the protocol modules are the SDK's own
+        raise SandboxUnavailable(f"fibreflow sandbox serve needs the E2B SDK ({exc}): "
+                                 "pip install fibreflow[e2b]") from None
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", args.key_env):
+        return _usage(f"--key-env {args.key_env!r}: not an environment variable name")
+    key = os.environ.get(args.key_env)
+    if not key:
+        return _usage(f"--key-env: set {args.key_env} in the environment to the API key clients must send "
+                      "(the key is never taken from a flag or a file)")
+    if not 0 <= args.port <= 65535:
+        return _usage(f"--port {args.port}: not a port number")
+    if args.fail_creates < 0:
+        return _usage(f"--fail-creates {args.fail_creates}: must be 0 or more")
+    settings = load_settings()
+    profile = load_profile(args.profile or settings.sandbox.profile)
+    pool = SandboxPool(profile=profile, state_dir=settings.state_dir, cpu_count=os.cpu_count() or 1,
+                       fail_creates=args.fail_creates)
+    try:
+        server = E2BServer(pool, api_key=key, port=args.port, host=args.ip).start()
+    except OSError as exc:
+        pool.close()
+        return _usage(f"--ip {args.ip} --port {args.port}: cannot listen: {exc}")
+    try:
+        print(f"fibreflow sandbox serve: E2B protocol on {server.url} (API key from {args.key_env}, profile "
+              f"{profile.name}, isolation {pool.backend.mode}); set the e2b backend's sandbox.e2b_api_url to it",
+              flush=True)
+        threading.Event().wait()
+    finally:
+        server.close()
+    return EXIT_OK
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sandbox", help="run a command in a sandbox, reap orphans, list profiles")
     ssub = p.add_subparsers(dest="sandbox_command", metavar="SUBCOMMAND")
@@ -128,5 +176,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     f = ssub.add_parser("profiles", help="list sandbox profiles")
     f.add_argument("--json", action="store_true", help="print one JSON object")
     f.set_defaults(func=profiles)
+
+    s = ssub.add_parser("serve", help="serve this host's sandboxes over the E2B protocol (for the e2b backend)",
+                        usage="fibreflow sandbox serve [--port N] [--ip 127.0.0.1] [--profile NAME] [--key-env NAME]")
+    s.add_argument("--port", type=int, default=49999, help="port to listen on (default 49999; 0 picks a free one)")
+    s.add_argument("--ip", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; plain HTTP: put TLS in front for other hosts)")
+    s.add_argument("--profile", default=None, help="limits of every sandbox (default: config, python-tests)")
+    s.add_argument("--key-env", default=KEY_ENV,
+                   help=f"environment variable holding the API key clients must send (default {KEY_ENV})")
+    s.add_argument("--fail-creates", type=int, default=0, metavar="N",
+                   help="test knob: answer the first N sandbox creations with 429 (default 0)")
+    s.set_defaults(func=serve)
 
     p.set_defaults(func=lambda args: (p.print_help(), EXIT_USAGE)[1])

@@ -60,13 +60,23 @@ def _emit(args: argparse.Namespace, cal: Any, results: list[Any], key: str | Non
 
     if args.json:
         body = {"scenarios": [r.to_dict() for r in results]} if key else results[0].to_dict()
+        summary = cal.summary()
         emit_json({**body, "calibration": {"span_days": round(cal.span_days, 3), "calls": cal.calls,
-                                           "monthly_cost": round(cal.monthly_cost, 4)}})
+                                           "monthly_cost": round(cal.monthly_cost, 4),
+                                           "monthly_cost_range": summary["monthly_cost_range"],
+                                           "warning": summary["warning"]}})
         return 0
-    print(f"calibrated on {cal.span_days:.1f} days: {cal.calls} model calls, "
-          f"${cal.monthly_cost:,.2f} per month now")
+    from fibreflow.reporting.tables import format_dollars
+
+    warning = cal.warning()
+    now_range = cal.value_range(cal.monthly_cost)
+    now = (f"{format_dollars(now_range[0])} to {format_dollars(now_range[1])}" if now_range
+           else format_dollars(cal.monthly_cost))
+    print(f"calibrated on {cal.span_days:.1f} days: {cal.calls} model calls, {now} per month now")
+    if warning:
+        print(f"WARNING: {warning}")
     for r in results:
-        print(f"\n{r.scenario_name}\n  projected cost:   ${r.projected_cost:,.2f} per month"
+        print(f"\n{r.scenario_name}\n  projected cost:   {r.cost_text()} per month"
               f"\n  SLA impact:       {r.projected_sla_impact:+.2f} points")
         if "quality_risk" in r.details:
             print(f"  quality risk:     {r.details['quality_risk']:.1%} expected attempt failures")

@@ -2,8 +2,10 @@
 
 Exit codes: ``check`` 0 when every SLA is ok or warn, 1 when any is violated or could not be
 read (error), 2 when the SLA file or an option is invalid. ``watch`` 0 when stopped (Ctrl-C,
-SIGTERM or ``--cycles``). ``compliance`` 0 (a report: the ``met`` column says which SLAs
-miss the target), 2 on a bad config.
+SIGTERM or ``--cycles``). ``compliance`` 0 when every SLA meets its target, 1 when one misses
+it (the ``met`` column says which), 2 on a bad config. Without ``--config``, ``compliance``
+reports the SLAs that were checked (the names in the store's ``sla_checks``), with the target
+and window of the configured SLA file when it exists.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def _monitor(settings: Settings, config: SLAConfig) -> SLAMonitor:
         from fibreflow.sla.alerts import AlertDispatcher
 
         alerts = AlertDispatcher(store, config.alerts, config.monitoring, settings=settings)
-    return SLAMonitor(config, store=store, alerts=alerts)
+    return SLAMonitor(config, store=store, alerts=alerts, compact_every_s=settings.store.compact_every_s)
 
 
 def _fmt(value: Any) -> str:
@@ -134,27 +136,47 @@ def _watch(args: argparse.Namespace) -> int:
 def _compliance(args: argparse.Namespace) -> int:
     import math
 
-    from fibreflow.cli import EXIT_OK, emit_json, usage_error
+    from fibreflow.cli import EXIT_FAILED, EXIT_OK, emit_json, usage_error
     from fibreflow.sla.compliance import compute_compliance
     from fibreflow.sla.model import MAX_DAYS
     from fibreflow.store import Store
 
     if args.days is not None and not 0 < args.days <= MAX_DAYS:  # also refuses nan
         return usage_error("sla compliance", f"--days must be above 0 and at most {MAX_DAYS}, got {args.days:g}")
-    settings, config = _load(args)
-    days = config.monitoring.compliance_window_days if args.days is None else args.days
-    target = config.monitoring.compliance_target
+    settings, monitoring, names = _compliance_scope(args)
+    days = monitoring.compliance_window_days if args.days is None else args.days
+    target = monitoring.compliance_target
     store = Store(settings.db_path, lock_timeout_s=settings.store.lock_timeout_s)
-    frame = compute_compliance(store, days=days, target=target, names=list(config.slas))
+    frame = compute_compliance(store, days=days, target=target, names=names)
     records = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
                for row in frame.to_dict(orient="records")]
+    source = str(args.config) if args.config else "the SLAs checked (store)"
     if args.json:
-        emit_json({"days": days, "target": target, "slas": records})
+        emit_json({"days": days, "target": target, "source": source, "slas": records})
     else:
-        print(f"compliance over {days:g} days, target {target:.0%}")
+        from fibreflow.reporting.tables import format_budget, format_percent
+
+        print(f"compliance over {days:g} days, target {format_percent(target)}, {source}")
+        if not records:
+            print("  no SLA checks in this window")
         for r in records:
-            share = "-" if r["compliance"] is None else f"{r['compliance']:.2%}"
-            budget = "-" if r["error_budget_left"] is None else f"{r['error_budget_left']:.0%}"
-            print(f"  {r['name']:<32} {share:>8}  {'met' if r['met'] else 'MISSED':<6}  "
-                  f"checks {r['checks']}  budget left {budget}")
-    return EXIT_OK
+            print(f"  {r['name']:<32} {format_percent(r['compliance']):>8}  {'met' if r['met'] else 'MISSED':<6}  "
+                  f"checks {r['checks']}  error budget {format_budget(r['error_budget_left'])}")
+    return EXIT_OK if all(r["met"] for r in records) else EXIT_FAILED
+
+
+def _compliance_scope(args: argparse.Namespace) -> tuple[Settings, Any, list[str] | None]:
+    """Settings, the monitoring block and the SLA names to report: those of ``--config``, or
+    (without it) every SLA checked in the window, judged by the configured file's target."""
+    from fibreflow.config import load_settings
+    from fibreflow.sla.config import load_sla_config
+    from fibreflow.sla.model import MonitoringSettings
+
+    if args.config:
+        settings, config = _load(args)
+        return settings, config.monitoring, list(config.slas)
+    settings = load_settings()
+    configured = Path(settings.sla.config_path)
+    if configured.is_file():
+        return settings, load_sla_config(configured, settings=settings).monitoring, None
+    return settings, MonitoringSettings(), None

@@ -29,9 +29,10 @@ class _Call:
     at: dt.datetime
     agent: str | None
     model: str
-    usage: dict[str, int]
+    usage: dict[str, Any]  # the four token counts, and a transcript's ``cache_creation`` split
     text: str | None
     cost: float | None = None  # recorded at call time (DuckDB); else priced now
+    project: str | None = None  # a Claude Code transcript's project
 
 
 @dataclass
@@ -48,6 +49,10 @@ class CostAnalysis:
     unclassified: int = 0
     by_tier: dict[str, dict[str, float]] = field(default_factory=dict)
     by_agent: dict[str, dict[str, float]] = field(default_factory=dict)
+    by_model: dict[str, dict[str, float]] = field(default_factory=dict)
+    by_day: dict[str, dict[str, float]] = field(default_factory=dict)
+    by_project: dict[str, dict[str, float]] = field(default_factory=dict)
+    transcripts: dict[str, int] = field(default_factory=dict)
     malformed_lines: list[dict[str, Any]] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
 
@@ -64,6 +69,8 @@ class CostAnalysis:
                                    "routed_cost": _r(self.routed_cost * month),
                                    "all_sonnet_cost": _r(self.all_sonnet_cost * month)},
             "by_tier": _round_nested(self.by_tier), "by_agent": _round_nested(self.by_agent),
+            "by_model": _round_nested(self.by_model), "by_day": _round_nested(self.by_day),
+            "by_project": _round_nested(self.by_project), "transcripts": dict(self.transcripts),
             "unclassified": self.unclassified, "malformed_lines": self.malformed_lines,
             "malformed_count": len(self.malformed_lines), "sources": self.sources,
         }
@@ -177,10 +184,12 @@ def _float_or_none(value: Any) -> float | None:
 
 def analyze_costs(store: Store | None = None, logs: Iterable[str | Path] = (), *, days: float = 30,
                   now: dt.datetime | None = None, router: ModelRouter | None = None,
-                  pricing: Pricing | None = None) -> CostAnalysis:
+                  pricing: Pricing | None = None, claude_code: str | Path | None = None) -> CostAnalysis:
     """Current spend of the last ``days``, the spend had every call been routed, and all-Sonnet.
 
-    Calls come from ``llm_calls`` (when ``store`` is given) and JSON-lines ``logs``. A call is
+    Calls come from ``llm_calls`` (when ``store`` is given), JSON-lines ``logs`` and the Claude
+    Code transcripts under ``claude_code`` (:mod:`fibreflow.costs.claude_code`; a transcript's
+    calls route on the prompt that started their turn). A call is
     routed on its task text (``task``/``prompt``/``command``) or its agent's rule; a call with
     neither keeps its own model and counts as ``unclassified``.
     """
@@ -200,6 +209,12 @@ def analyze_costs(store: Store | None = None, logs: Iterable[str | Path] = (), *
     for log_path in logs:
         sources.append(read_call_log(Path(log_path), pricing, out.malformed_lines))
         out.sources.append(str(log_path))
+    if claude_code is not None:
+        from fibreflow.costs.claude_code import TranscriptScan, read_claude_code
+
+        scan = TranscriptScan(malformed=out.malformed_lines)
+        sources.append(read_claude_code(claude_code, pricing, scan))
+        out.sources.append(str(claude_code))
     sonnet = router.get_model_id("sonnet")
     for source in sources:
         for call in source:
@@ -217,7 +232,10 @@ def analyze_costs(store: Store | None = None, logs: Iterable[str | Path] = (), *
             out.current_cost += current
             out.routed_cost += routed
             out.all_sonnet_cost += all_sonnet
-            for table, key in ((out.by_tier, tier), (out.by_agent, call.agent or "(none)")):
+            day = call.at.astimezone(dt.UTC).date().isoformat()
+            for table, key in ((out.by_tier, tier), (out.by_agent, call.agent or "(none)"),
+                               (out.by_model, call.model), (out.by_day, day),
+                               (out.by_project, call.project or "(none)")):
                 row = table.setdefault(key, {"calls": 0, "current_cost": 0.0, "routed_cost": 0.0,
                                              "all_sonnet_cost": 0.0, "savings": 0.0})
                 row["calls"] += 1
@@ -225,4 +243,7 @@ def analyze_costs(store: Store | None = None, logs: Iterable[str | Path] = (), *
                 row["routed_cost"] += routed
                 row["all_sonnet_cost"] += all_sonnet
                 row["savings"] += current - routed
+    if claude_code is not None:
+        out.transcripts = {"files": scan.files, "responses": scan.responses, "duplicates": scan.duplicates,
+                           "synthetic": scan.synthetic}
     return out

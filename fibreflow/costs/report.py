@@ -22,6 +22,7 @@ from fibreflow.costs.analysis import MAX_DAYS, CostAnalysis, analyze_costs, read
 from fibreflow.errors import StoreError
 from fibreflow.models.pricing import USAGE_FIELDS, Pricing
 from fibreflow.models.routing import ModelRouter
+from fibreflow.reporting.tables import format_dollars, format_percent
 from fibreflow.store import Store
 
 MONTH_DAYS = 30
@@ -68,17 +69,18 @@ class CostReport:
         total = self.projection.set_index("kind")
         base = float(self.savings.set_index("scenario").loc["all on Sonnet (baseline)", "cost_usd"])
         saved = base - self.model_cost
-        share = f" ({saved / base:.0%} of the baseline)" if base else ""
+        share = f" ({format_percent(saved / base, 0)} of the baseline)" if base else ""
+        usd = format_dollars
         return "\n".join([
             head, "",
-            f"**Spend: ${self.model_cost + self.sandbox_cost:,.4f}**: models ${self.model_cost:,.4f} "
-            f"({_count(len(self.calls), 'call')}), sandboxes ${self.sandbox_cost:,.4f} "
+            f"**Spend: {usd(self.model_cost + self.sandbox_cost)}**: models {usd(self.model_cost)} "
+            f"({_count(len(self.calls), 'call')}), sandboxes {usd(self.sandbox_cost)} "
             f"({_count(len(self.sandboxes), 'session')}).",
             f"- Projected per {MONTH_DAYS} days at the rate of the last {total.loc['total', 'span_days']:.3g} days: "
-            f"${total.loc['total', 'monthly_projection']:,.2f} "
-            f"(models ${total.loc['model', 'monthly_projection']:,.2f}, "
-            f"sandboxes ${total.loc['sandbox', 'monthly_projection']:,.2f}).",
-            f"- All on Sonnet the same calls would have cost ${base:,.4f}: tiered routing saved ${saved:,.4f}{share}.",
+            f"{usd(total.loc['total', 'monthly_projection'])} "
+            f"(models {usd(total.loc['model', 'monthly_projection'])}, "
+            f"sandboxes {usd(total.loc['sandbox', 'monthly_projection'])}).",
+            f"- All on Sonnet the same calls would have cost {usd(base)}: tiered routing saved {usd(saved)}{share}.",
         ])
 
     def _repr_markdown_(self) -> str:
@@ -233,7 +235,7 @@ def load_cost_report(*, days: float = 30, db_path: str | Path | None = None,
     log_paths = [logs] if isinstance(logs, str | Path) else list(logs or [])
     opened = Store(db_path)
     store: Store | None = opened
-    if not opened.path.exists():
+    if not opened.exists():
         if not log_paths:
             raise StoreError(f"{opened.path}: no fibreflow store here; run a build first or pass db_path or logs")
         store = None

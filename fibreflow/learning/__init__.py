@@ -5,7 +5,7 @@ finds, deduplicated by signature, hands the most useful patterns to the next att
 measures whether they helped.
 
 Modules: ``evidence`` (what a run left behind), ``analysis`` (what went wrong), ``knowledge``
-(the pattern store), ``stats`` (``fibreflow learn stats``), ``report`` and ``views`` (the learning
+(the pattern store), ``credit`` (which attempts a pattern may take credit for), ``stats`` (``fibreflow learn stats``), ``report`` and ``views`` (the learning
 report's data and figures). ``AgentAttempt`` and ``FailureAnalysis`` are the runner's record and
 its analysis slot from ``fibreflow.build.attempt``, re-exported because learning is where most
 callers meet them.

@@ -25,6 +25,7 @@ from typing import Any
 from fibreflow.build.attempt import AgentAttempt, FailureAnalysis
 from fibreflow.clock import utc_now
 from fibreflow.learning.analysis import analyze_failure
+from fibreflow.learning.credit import concerns
 from fibreflow.learning.evidence import evidence_of
 from fibreflow.store import Store
 
@@ -132,7 +133,10 @@ class FailureKnowledgeBase:
                        now: dt.datetime | None = None) -> dict[str, str]:
         """Score the patterns an attempt was shown by how it went: passed -> each gains weight
         (``helped``); failed with a shown pattern's signature -> that one loses weight
-        (``repeated``) and is retired below the threshold; failed otherwise -> ``shown`` only."""
+        (``repeated``) and is retired below the threshold; failed otherwise -> ``shown`` only.
+        A pattern is scored only on attempts it concerns (``credit.concerns``: a feature it was
+        seen in, or a diff touching its module); for another attempt it keeps its weight and
+        counts, the ``shown`` event is recorded and the outcome is ``unrelated``."""
         now = now or utc_now()
         ids = list(dict.fromkeys(shown_pattern_ids))
         if not ids:
@@ -144,9 +148,14 @@ class FailureKnowledgeBase:
         events: dict[str, str] = {}
         with self.store.connect(write=True) as con:
             for pid in ids:
-                row = con.execute("SELECT signature, weight FROM learned_patterns WHERE pattern_id = ?",
-                                  [pid]).fetchone()
+                row = con.execute("SELECT signature, weight, features, affected_module FROM learned_patterns "
+                                  "WHERE pattern_id = ?", [pid]).fetchone()
                 if row is None:
+                    continue
+                if not concerns(json.loads(row[2] or "[]"), row[3], attempt.feature_id, attempt.diff):
+                    con.execute("INSERT INTO pattern_events VALUES (?, ?, ?, ?, 'shown', ?)",
+                                [pid, attempt.attempt_id or None, attempt.feature_id, attempt.agent or None, now])
+                    events[pid] = "unrelated"
                     continue
                 weight, event = float(row[1]), "shown"
                 if attempt.passed:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from fibreflow.learning.credit import credited_counts
 from fibreflow.learning.stats import learning_stats
 from fibreflow.store import Store, StoreReader
 
@@ -56,6 +57,12 @@ def load_learning_data(store: StoreReader, *, start: dt.datetime, end: dt.dateti
                  f"  SELECT e.pattern_id, count(*) AS n {seen} AND e.event_at > ? AND e.event_at <= ?"
                  "  GROUP BY 1) s USING (pattern_id) ORDER BY s.n DESC, p.pattern_id LIMIT 10",
                  [*eparams, start, end])
+    # "helped X of Y" counts only the attempts each pattern concerns (learning.credit)
+    credit = credited_counts(store, list(patterns["pattern_id"]))
+    patterns = patterns.drop(columns=["shown", "helped"]).merge(credit, on="pattern_id", how="left")
+    patterns[["shown", "helped"]] = patterns[["shown", "helped"]].fillna(0).astype("int64")
+    patterns = patterns[["pattern_id", "signature", "error_type", "affected_module", "suggested_fix", "weight",
+                         "shown", "helped", "retired", "n"]]
     return {
         "first_seen": q(f"SELECT e.pattern_id, min(e.event_at) AS first {seen} GROUP BY 1", eparams),
         "failures": q(f"SELECT date_trunc('day', e.event_at) AS day, count(*) AS n {seen}"

@@ -151,16 +151,19 @@ class LLMClient:
     # -- the call -----------------------------------------------------------------------
 
     def route(self, *, messages: Sequence[Any], tier: str | None = None, task_text: str | None = None,
-              agent: str | None = None) -> RouteDecision:
+              agent: str | None = None, model_id: str | None = None) -> RouteDecision:
         """The routing decision ``create_message`` would make."""
         return self.router.classify_request(task_text if task_text is not None else _last_user_text(messages),
-                                            agent, tier=tier)
+                                            agent, tier=tier, model_id=model_id)
 
     def create_message(self, *, messages: Sequence[Any], max_tokens: int, system: Any = None,
                        tools: Sequence[Any] | None = None, tier: str | None = None, task_text: str | None = None,
                        agent: str | None = None, run_id: str | None = None, attempt_id: str | None = None,
-                       deadline: Deadline | None = None, **kw: Any) -> Message:
+                       deadline: Deadline | None = None, model_id: str | None = None, **kw: Any) -> Message:
         """Send one Messages API request on the routed tier's model; retried, priced, recorded.
+
+        ``model_id`` (an override, e.g. ``fibreflow build --model MODEL_ID``) sends the request to
+        that model whatever the tier; it must be priced in the pricing file.
 
         With ``deadline``, no try runs past it: each try's timeout and each retry's sleep are cut
         to the time left, and the call raises ``LLMError`` with ``error_type="deadline_exceeded"``
@@ -171,7 +174,7 @@ class LLMClient:
         if "model" in kw:
             raise TypeError("create_message() takes tier=, not model=: models come from the tiers in config")
         text = task_text if task_text is not None else _last_user_text(messages)
-        decision = self.router.classify_request(text, agent, tier=tier)
+        decision = self.router.classify_request(text, agent, tier=tier, model_id=model_id)
         model = decision.model_id
         self.pricing.rates(model)  # an unpriced model fails before any money is spent
         params: dict[str, Any] = {"model": model, "messages": list(messages), "max_tokens": max_tokens, **kw}
@@ -202,7 +205,7 @@ class LLMClient:
                 if not failure.retryable:
                     self._record({**failed, "status": failure.status, "error": failure.message})
                     raise LLMError(f"model call to {model} failed: {failure.message}",
-                                   status_code=failure.status_code, error_type=failure.error_type,
+                                   status_code=failure.status_code, error_type=failure.error_type or failure.status,
                                    tries=attempt) from None
                 delay = self._delay(attempt, failure.retry_after) if attempt < tries else 0.0
                 left = deadline.remaining_s()
@@ -230,7 +233,21 @@ class LLMClient:
             return message
         assert failure is not None
         raise LLMError(f"model call to {model} failed after {tries} tries; last error: {failure.message}",
-                       status_code=failure.status_code, error_type=failure.error_type, tries=tries)
+                       status_code=failure.status_code, error_type=failure.error_type or failure.status, tries=tries)
+
+    def retrieve_model(self, model_id: str, *, timeout_s: float = 15.0) -> str:
+        """Ask the Models API whether ``model_id`` exists for this key (the preflight; not a model
+        call, so not recorded). Returns the model's display name; a refused key, an unknown model,
+        an unreachable API raise LLMError (``status_code`` 401/403, 404, None)."""
+        import anthropic
+
+        try:
+            info = self._client.models.retrieve(model_id, timeout=min(timeout_s, self.models.timeout_s))
+        except anthropic.APIError as exc:
+            failure = self._failure(exc, timeout=timeout_s)
+            raise LLMError(f"Models API: {failure.message}", status_code=failure.status_code,
+                           error_type=failure.error_type or failure.status, tries=1) from None
+        return str(info.display_name)
 
     # -- helpers ------------------------------------------------------------------------
 

@@ -11,16 +11,22 @@ task (< ``models.short_task_chars``) or a question adds to Haiku; the highest sc
 ties going to the stronger tier; no match at all means Sonnet. Patterns are precompiled into
 dicts, so a request costs one tokenisation and a few lookups per word (microseconds).
 
-Order of precedence: an explicit tier, then the agent's rule from config, then the text.
+Order of precedence: an explicit model ID or tier (an override), then the agent's rule from
+config, then the text. ``resolve_override`` turns ``--model TIER|MODEL_ID`` into a tier and a
+model, refusing what is neither a tier nor a model of the pricing file.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fibreflow.config import TIERS, Settings, load_settings
 from fibreflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fibreflow.models.pricing import Pricing
 
 # weight of one match per tier: a stronger tier needs fewer words to win
 _WEIGHT = {"haiku": 1.0, "sonnet": 1.5, "opus": 2.5}
@@ -137,8 +143,14 @@ class ModelRouter:
             raise ConfigError(f"unknown tier '{tier}' (known: {', '.join(TIERS)})", key="models.tiers")
         return self.tiers[tier]
 
-    def classify_request(self, task: str, agent: str | None = None, *, tier: str | None = None) -> RouteDecision:
-        """Pick the tier for ``task``: explicit ``tier`` > the agent's rule > the words of the task."""
+    def classify_request(self, task: str, agent: str | None = None, *, tier: str | None = None,
+                         model_id: str | None = None) -> RouteDecision:
+        """Pick the tier for ``task``: explicit ``model_id`` or ``tier`` > the agent's rule > the words
+        of the task. A ``model_id`` is sent as it is; its tier is ``tier``, else the tier configured
+        with that ID, else the tier its name contains (``sonnet`` when none)."""
+        if model_id is not None:
+            chosen = tier or self.tier_of(model_id)
+            return RouteDecision(chosen, model_id, f"explicit override: model {model_id}")
         if tier is not None:
             return RouteDecision(tier, self.get_model_id(tier), f"explicit override: {tier}")
         if agent is not None and agent in self.agent_rules:
@@ -146,6 +158,25 @@ class ModelRouter:
             return RouteDecision(ruled, self.get_model_id(ruled), f"agent rule: {agent} -> {ruled}")
         chosen, reason = self._classify_text(task or "")
         return RouteDecision(chosen, self.get_model_id(chosen), reason)
+
+    def tier_of(self, model_id: str) -> str:
+        """The tier a model ID belongs to: the configured tier with that ID, else the tier named in
+        the ID (``claude-opus-...`` is opus), else sonnet."""
+        for tier, configured in self.tiers.items():
+            if configured == model_id:
+                return tier
+        return next((t for t in TIERS if t in model_id.lower()), "sonnet")
+
+    def resolve_override(self, value: str, *, pricing: Pricing, option: str = "--model") -> RouteDecision:
+        """``--model TIER|MODEL_ID`` as a decision with reason ``override``; anything that is neither
+        a tier nor a model ID of the pricing file is a ConfigError naming ``option``."""
+        if value in TIERS:
+            return RouteDecision(value, self.get_model_id(value), "override")
+        if pricing.knows(value):
+            return RouteDecision(self.tier_of(value), value, "override")
+        where = f" in {pricing.path}" if pricing.path else ""
+        raise ConfigError(f"{option} {value!r} is neither a tier ({', '.join(TIERS)}) nor a model ID priced"
+                          f"{where} (known: {', '.join(sorted(pricing.models))})", key=option)
 
     def _classify_text(self, task: str) -> tuple[str, str]:
         text = task.lower()

@@ -25,6 +25,12 @@ A script (YAML or JSON)::
 Run standalone: ``python -m fibreflow.models.scripted --script FILE --port 8765``.
 The key (``x-api-key``, or ``Authorization: Bearer`` as newer SDKs send it) is checked for
 presence, and equality when ``api_key`` is given, but never recorded.
+
+The Models API is served too, as the preflight uses it: ``GET /v1/models`` lists the known model
+IDs (``models``; default: every model of the pricing file) and ``GET /v1/models/{id}`` describes
+one, answering an unknown ID with 404 ``not_found_error`` and a missing or wrong key with 401
+``authentication_error``, as the API does. These requests are not counted in ``request_count``
+(that counts Messages requests, whose script and injected errors they never consume).
 """
 
 from __future__ import annotations
@@ -168,7 +174,8 @@ class ScriptedServer(LocalServer):
     thread_name = "scripted-model"
 
     def __init__(self, script: Script | dict[str, Any] | list[Any] | str | Path | None = None, *,
-                 latency_s: float | None = None, api_key: str | None = None, port: int = 0) -> None:
+                 latency_s: float | None = None, api_key: str | None = None, port: int = 0,
+                 models: list[str] | None = None) -> None:
         if isinstance(script, str | Path):
             script = Script.load(script)
         elif isinstance(script, dict | list):
@@ -176,6 +183,8 @@ class ScriptedServer(LocalServer):
         self.script = script or Script()
         self.latency_s = self.script.latency_s if latency_s is None else latency_s
         self.api_key = api_key
+        self.models = list(models) if models is not None else _priced_models()
+        """Model IDs the Models API knows (a Messages request names any)."""
         super().__init__(port=port)
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
@@ -242,6 +251,39 @@ class _Handler(OwnedHandler):
         bearer = self.headers.get("authorization") or ""
         return self.headers.get("x-api-key") or bearer.removeprefix("Bearer ").strip()
 
+    def do_GET(self) -> None:  # noqa: N802
+        path = self.path.split("?", 1)[0].rstrip("/")
+        known = self.owner.models
+        if not path.startswith("/v1/models"):
+            status, payload = 404, error_body(404, f"{path} is not served by the scripted model")
+        elif not self._key() or (self.owner.api_key and self._key() != self.owner.api_key):
+            status, payload = 401, error_body(401, "invalid x-api-key")
+        elif path == "/v1/models":
+            data = [_model_info(m) for m in known]
+            status, payload = 200, {"data": data, "has_more": False, "first_id": known[0] if known else None,
+                                    "last_id": known[-1] if known else None}
+        else:
+            model = path.removeprefix("/v1/models/")
+            status, payload = (200, _model_info(model)) if model in known else \
+                (404, error_body(404, f"model: {model}"))
+        self.owner._record(RecordedRequest(0, path, status, None, None, {
+            k.lower(): v for k, v in self.headers.items() if k.lower() not in _HIDDEN_HEADERS}))
+        self._answer(status, payload, {})
+
+    def _answer(self, status: int, payload: Any, extra: dict[str, str], number: int = 0) -> None:
+        data = json.dumps(payload).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("request-id", f"req_scripted_{number:06d}")
+            for key, value in extra.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (its timeout): nothing to answer
+
     def do_POST(self) -> None:  # noqa: N802
         owner = self.owner
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -270,18 +312,25 @@ class _Handler(OwnedHandler):
         owner._record(RecordedRequest(number, path, status, model, body if isinstance(body, dict) else None, headers))
         if delay and owner._stop.wait(delay):
             return  # shutting down: drop the request as a dead server would
-        data = json.dumps(payload).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("request-id", f"req_scripted_{number:06d}")
-            for key, value in extra.items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (its timeout): nothing to answer
+        self._answer(status, payload, extra, number)
+
+
+def _model_info(model: str) -> dict[str, Any]:
+    """The Models API's description of one model."""
+    line = next((t for t in ("haiku", "sonnet", "opus") if t in model), None)
+    return {"type": "model", "id": model, "display_name": model.replace("-", " ").title(),
+            "created_at": "2026-01-01T00:00:00Z", "lifecycle": "active", **({"line": line} if line else {})}
+
+
+def _priced_models() -> list[str]:
+    """Every model ID of the configured pricing file, aliases included."""
+    from fibreflow.models.pricing import Pricing
+
+    try:
+        pricing = Pricing.load()
+    except ConfigError:
+        return []
+    return sorted({*pricing.models, *pricing.aliases})
 
 
 ScriptedServer.handler = _Handler

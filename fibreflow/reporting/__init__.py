@@ -7,4 +7,5 @@ Modules:
 - ``kernels``: the Jupyter kernel of this interpreter and a wall-clock watchdog.
 - ``rendering``: the notebook renderer and ``export_html`` (no CDN scripts).
 - ``figures``: ``empty_figure`` and readable time axes, shared by the report views.
+- ``tables``: ``people_table`` and the ``format_*`` helpers: %, $ with cents, error budgets in words.
 """

@@ -61,10 +61,39 @@ def report_notebook(name: str) -> Path:
 
 
 def report_parameters(notebook: str | Path) -> dict[str, dict[str, Any]]:
-    """The notebook's ``parameters`` cell as papermill reads it: name -> {default, inferred_type_name, help}."""
+    """The notebook's ``parameters`` cell: name -> {default, inferred_type_name, help}.
+
+    Papermill's line parser drops an assignment whose comment holds another ``=`` (it logs
+    "Unable to parse line" and the parameter vanishes); every top-level assignment of the cell
+    that it missed is added from the cell's syntax tree, so each one is accepted by ``-p``.
+    """
+    import nbformat
     import papermill
 
-    return papermill.inspect_notebook(str(notebook))
+    found = dict(papermill.inspect_notebook(str(notebook)))
+    cell = next((c for c in nbformat.read(str(notebook), as_version=4).cells
+                 if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    source = cell.source if cell is not None else ""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return found
+    lines = source.splitlines()
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target, value = node.target, node.value
+        else:
+            continue
+        if not isinstance(target, ast.Name) or target.id in found:
+            continue
+        tail = lines[node.end_lineno - 1][node.end_col_offset or 0:] if node.end_lineno else ""
+        _, _, comment = tail.partition("#")
+        found[target.id] = {"name": target.id, "inferred_type_name": "None",
+                            "default": ast.get_source_segment(source, value) or "",
+                            "help": comment.strip()}
+    return found
 
 
 def _default_type(spec: dict[str, Any]) -> type | None:

@@ -10,7 +10,10 @@ Modules:
   ``launch`` (one command), ``layers`` (the workspace on disk), ``cgroups`` (limits),
   ``state`` (the registry and the reaper), ``disk`` (the size-limited tmpfs an attempt writes to)
   and ``diffing`` (the attempt's diff).
-- ``e2b``: E2B cloud sandboxes; ``repo_archive``: the repository as one upload.
+- ``e2b``: E2B sandboxes (E2B's cloud or your own hosts); ``repo_archive``: the repository as one upload.
+- ``e2b_server``: ``fibreflow sandbox serve``, the E2B protocol over this host's local sandboxes, with
+  ``e2b_pool`` (the served sandboxes' lifecycle), ``e2b_envd`` (commands and files inside one) and
+  ``e2b_launch`` (the server as a child process, for benchmarks and tests).
 - ``manager``: ``SandboxManager``, create -> execute -> extract results -> clean up, each session recorded.
 - ``records``: ``sandbox_sessions`` rows and the ``SessionWriter`` the manager hands them to
   (the table's only writer).

@@ -36,10 +36,11 @@ class SandboxProfile:
 
 
 def store_files(db_path: str | Path) -> list[Path]:
-    """A store file and what DuckDB and fibreflow keep beside it (WAL, lock, temp directory):
-    what every backend keeps out of its sandboxes."""
+    """A store file and what DuckDB and fibreflow keep beside it (WAL, lock, temp directory, a
+    store server's record and token file): what every backend keeps out of its sandboxes."""
     db = Path(db_path).expanduser().resolve()
-    return [db, *(db.with_name(db.name + suffix) for suffix in (".wal", ".lock", ".tmp"))]
+    return [db, *(db.with_name(db.name + suffix)
+                  for suffix in (".wal", ".lock", ".tmp", ".server.json", ".server.token"))]
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
-"""E2B cloud sandboxes, for when one machine is not enough.
+"""E2B sandboxes, for when one machine is not enough: E2B's cloud, or your own hosts.
 
-Each sandbox is an E2B micro-VM created through the ``e2b`` SDK (v2): the repository goes up as
+Each sandbox is an E2B micro-VM created through the ``e2b`` SDK (v2), or a bubblewrap sandbox of
+a host that runs ``fibreflow sandbox serve`` (``sandbox.e2b_api_url``; the SDK speaks the same
+protocol to both, see ``fibreflow.sandbox.e2b_server``). The repository goes up as
 one gzip tar archive (per-file uploads take minutes for thousands of files) and is unpacked into
 ``/home/user/repo``, where a baseline git commit is made so ``diff()`` is a plain git diff taken
 inside the sandbox. Every sandbox carries metadata (``app``, ``fibreflow_run``, ``feature``,
@@ -17,7 +19,6 @@ import os
 import posixpath
 import random
 import shlex
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -52,7 +53,7 @@ class _CommandExit(Protocol):
 
 
 def _is(exc: BaseException, *names: str) -> bool:
-    """Whether ``exc`` is one of the SDK's exception classes, by name (real SDK or the fake)."""
+    """Whether ``exc`` is one of the SDK's exception classes, by name (the SDK's modules stay lazy)."""
     return any(cls.__name__ in names for cls in type(exc).__mro__)
 
 
@@ -64,30 +65,41 @@ def profile_env(profile: SandboxProfile) -> dict[str, str]:
 
 
 class E2BBackend:
-    """Creates E2B sandboxes; needs ``E2B_API_KEY`` and the ``e2b`` package (or a fake client)."""
+    """Creates E2B sandboxes; needs an API key (``sandbox.e2b_api_key_env``, default ``E2B_API_KEY``)
+    and the ``e2b`` package. ``api_url`` / ``domain`` (default: ``sandbox.e2b_api_url`` /
+    ``sandbox.e2b_domain``) point it at your own hosts instead of E2B's cloud."""
 
     name = "e2b"
 
-    def __init__(self, *, settings: Settings | None = None, api_key: str | None = None, client: Any = None,
-                 run_id: str | None = None, creates_per_second: float | None = None, max_tries: int = 6,
-                 backoff_s: float = 0.5, **_: Any) -> None:
+    def __init__(self, *, settings: Settings | None = None, api_key: str | None = None,
+                 api_url: str | None = None, domain: str | None = None, run_id: str | None = None,
+                 creates_per_second: float | None = None, max_tries: int = 6, backoff_s: float = 0.5,
+                 **_: Any) -> None:
         if settings is None:
             from fibreflow.config import load_settings
 
             settings = load_settings()
         self.settings = settings
         self.run_id = run_id
-        self._api_key = api_key or os.environ.get("E2B_API_KEY")
+        self.key_env = settings.sandbox.e2b_api_key_env
+        self._api_key = api_key or os.environ.get(self.key_env)
         if not self._api_key:
-            raise SandboxUnavailable("the e2b backend needs an API key: set E2B_API_KEY in the environment "
-                                     "(create one at https://e2b.dev/dashboard)")
-        if client is None:
-            try:
-                from e2b import Sandbox as client
-            except ImportError:
-                raise SandboxUnavailable("the e2b backend needs the E2B SDK: pip install fibreflow[e2b]") from None
-        self.client = getattr(client, "Sandbox", client)  # a module or a FakeCloud works too
-        self._query_cls = _sdk_attr(self.client, "SandboxQuery")
+            raise SandboxUnavailable(f"the e2b backend needs an API key: set {self.key_env} in the environment "
+                                     "(for E2B's cloud, create one at https://e2b.dev/dashboard)")
+        try:
+            from e2b import Sandbox, SandboxQuery
+        except ImportError:
+            raise SandboxUnavailable("the e2b backend needs the E2B SDK: pip install fibreflow[e2b]") from None
+        self.client = Sandbox
+        self._query_cls = SandboxQuery
+        self.api_url = api_url or settings.sandbox.e2b_api_url
+        self.domain = domain or settings.sandbox.e2b_domain
+        # the SDK's connection options (its ApiParams): one server answers the API and the sandboxes
+        self._opts: dict[str, Any] = {"api_key": self._api_key}
+        if self.api_url:
+            self._opts.update(api_url=self.api_url, sandbox_url=self.api_url)
+        elif self.domain:
+            self._opts["domain"] = self.domain
         if creates_per_second is None:
             creates_per_second = settings.sandbox.e2b_creates_per_second
         self._min_interval = 1.0 / creates_per_second if creates_per_second > 0 else 0.0
@@ -114,7 +126,7 @@ class E2BBackend:
         lifetime = int(min(3600, max(300, 3 * profile.wall_timeout_s + 120)))
         sdk = self._with_retries("create", lambda: self.client.create(
             template=self.settings.sandbox.e2b_template, timeout=lifetime, metadata=metadata,
-            envs=profile_env(profile), allow_internet_access=profile.network, api_key=self._api_key),
+            envs=profile_env(profile), allow_internet_access=profile.network, **self._opts),
             throttle=True)
         box = E2BSandbox(self, sdk, profile, metadata=metadata)
         try:
@@ -143,7 +155,7 @@ class E2BBackend:
                     delay = min(30.0, self._backoff_s * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
                     time.sleep(delay)
                     continue
-                raise _translate(exc, what) from exc
+                raise self._translate(exc, what) from exc
         raise AssertionError("unreachable")
 
     # -- reaping -----------------------------------------------------------------------------
@@ -151,7 +163,7 @@ class E2BBackend:
     def list_sandboxes(self) -> list[Any]:
         """Every fibreflow sandbox alive in the E2B team (``SandboxInfo`` records)."""
         def pages() -> list[Any]:
-            pager = self.client.list(query=self._query_cls(metadata={"app": "fibreflow"}), api_key=self._api_key)
+            pager = self.client.list(query=self._query_cls(metadata={"app": "fibreflow"}), **self._opts)
             found: list[Any] = []
             while pager.has_next:
                 found += pager.next_items()
@@ -184,23 +196,16 @@ class E2BBackend:
 
     def kill(self, sandbox_id: str) -> bool:
         """Kill one sandbox by id; False when E2B no longer knows it."""
-        return bool(self._with_retries("kill", lambda: self.client.kill(sandbox_id, api_key=self._api_key)))
+        return bool(self._with_retries("kill", lambda: self.client.kill(sandbox_id, **self._opts)))
+
+    def _translate(self, exc: BaseException, what: str) -> SandboxError:
+        return _translate(exc, what, key_env=self.key_env)
 
 
-def _sdk_attr(client: Any, name: str) -> Any:
-    module = sys.modules.get(getattr(client, "__module__", ""), None)
-    found = getattr(module, name, None)
-    if found is None:
-        import e2b
-
-        found = getattr(e2b, name)
-    return found
-
-
-def _translate(exc: BaseException, what: str) -> SandboxError:
+def _translate(exc: BaseException, what: str, *, key_env: str = "E2B_API_KEY") -> SandboxError:
     """The SDK's error as a SandboxError whose message says what happened and what to do."""
     if _is(exc, "AuthenticationException"):
-        return SandboxUnavailable(f"E2B rejected the API key in E2B_API_KEY ({what}): {exc}")
+        return SandboxUnavailable(f"E2B rejected the API key in {key_env} ({what}): {exc}")
     if _is(exc, *_RETRYABLE):
         return SandboxError(f"E2B kept refusing to {what} (rate limit or capacity) after retries: {exc}")
     if _is(exc, *_GONE):
@@ -254,13 +259,13 @@ class E2BSandbox:
             code, out, err = res.exit_code, res.stdout or "", res.stderr or ""
         except Exception as exc:
             if _is(exc, "CommandExitException"):
-                failed = cast(_CommandExit, exc)  # matched by class name: the SDK's, or the fake's
+                failed = cast(_CommandExit, exc)  # matched by class name, the SDK imported lazily
                 code, out, err = failed.exit_code, failed.stdout or "", failed.stderr or ""
             elif _is(exc, "TimeoutException") and not _is(exc, *_GONE):
                 self.killed_reason = "timeout"
                 return CommandResult(124, "", str(exc), time.monotonic() - started, True, "timeout")
             else:
-                raise _translate(exc, f"run a command in sandbox {self.id}") from exc
+                raise self._owner._translate(exc, f"run a command in sandbox {self.id}") from exc
         duration = time.monotonic() - started
         reason = _SIG_REASONS.get(code)
         if code == 137 and duration >= limit:
@@ -338,7 +343,7 @@ class E2BSandbox:
         try:
             return call()
         except Exception as exc:
-            raise _translate(exc, f"{what} in sandbox {self.id}") from exc
+            raise self._owner._translate(exc, f"{what} in sandbox {self.id}") from exc
 
     def _unpack(self, archive: bytes) -> None:
         self._call("upload the repository", lambda: self._sdk.files.write(f"{self.workdir}/{UPLOAD}", archive))

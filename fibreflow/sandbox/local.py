@@ -46,7 +46,8 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -102,9 +103,10 @@ class LocalSandbox:
 
     def __init__(self, *, root: Path, repo: Path, profile: SandboxProfile, mode: str,
                  etc: Path | None = None, labels: Mapping[str, str] | None = None,
-                 hidden: tuple[str, ...] = (), limit_disk: bool = False) -> None:
+                 hidden: tuple[str, ...] = (), limit_disk: bool = False, aliases: tuple[str, ...] = ()) -> None:
         """``hidden``: workspace paths to mask (see the module docstring); ``limit_disk``: put
-        what the attempt writes on a tmpfs of ``profile.disk_mb``."""
+        what the attempt writes on a tmpfs of ``profile.disk_mb``; ``aliases``: more absolute paths
+        at which commands see the workspace (symlinks to it, e.g. E2B's ``/home/user``)."""
         self.id = uuid.uuid4().hex[:16]
         self.profile = profile
         self.repo = repo
@@ -124,6 +126,7 @@ class LocalSandbox:
         self._cgroups = CgroupSet({})
         self._etc = etc
         self.hidden = hidden
+        self.aliases = aliases
         self._limit_disk = limit_disk
         self._disk: Path | None = None  # the tmpfs mount point, once mounted
         self.dir.mkdir()
@@ -180,7 +183,9 @@ class LocalSandbox:
         if self.isolation != MODE_COPY:
             workspace = str(self.dir / ("merged" if self.isolation == MODE_OVERLAY else "workspace"))
             self._bwrap = ["bwrap", *system_args(p.network, self._etc), "--size", str(p.memory_mb << 20),
-                           "--tmpfs", "/tmp", *python_args(), "--bind", workspace, WORKSPACE, "--remount-ro", "/",
+                           "--tmpfs", "/tmp", *python_args(), "--bind", workspace, WORKSPACE,
+                           *[arg for link in self.aliases for arg in ("--symlink", WORKSPACE, link)],
+                           "--remount-ro", "/",
                            "--chdir", WORKSPACE, "--clearenv"]
 
     def _not_copied(self, directory: str, names: list[str]) -> set[str]:
@@ -220,15 +225,43 @@ class LocalSandbox:
             env: Mapping[str, str] | None = None) -> CommandResult:
         """Run ``cmd`` (a shell string or an argv list) in the workspace and wait for it."""
         with self._lock:
-            if self._closed:
-                raise SandboxError(f"sandbox {self.id} is closed")
-            extra = {str(k): str(v) for k, v in (env or {}).items()}
-            bad = [k for k in extra if not _ENV_NAME.match(k) or "\0" in extra[k]]
-            if bad:
-                raise SandboxError(f"invalid environment variable for the sandbox: {bad[0]!r}")
-            full_env = {**self._base_env, **extra}
+            self._check_open()
+            full_env = self._env(env)
             return self._run_locked(self._argv(cmd, full_env), full_env,
                                     self.profile.wall_timeout_s if timeout is None else timeout)
+
+    def _env(self, env: Mapping[str, str] | None) -> dict[str, str]:
+        extra = {str(k): str(v) for k, v in (env or {}).items()}
+        bad = [k for k in extra if not _ENV_NAME.match(k) or "\0" in extra[k]]
+        if bad:
+            raise SandboxError(f"invalid environment variable for the sandbox: {bad[0]!r}")
+        return {**self._base_env, **extra}
+
+    @contextmanager
+    def process(self, cmd: str | list[str], *, env: Mapping[str, str] | None = None,
+                stdin: bool = False) -> Iterator[subprocess.Popen[bytes]]:
+        """Start ``cmd`` in the workspace with piped output (and stdin if asked), for callers that
+        stream it (the E2B server). The sandbox runs nothing else until the block ends; leaving it
+        kills what is left of the command. Limits come from the setup script and the cgroups;
+        the wall time is the caller's to enforce."""
+        with self._lock:
+            self._check_open()
+            full_env = self._env(env)
+            copy_mode = self.isolation == MODE_COPY
+            host_env = full_env if copy_mode else {"PATH": HOST_PATH, "LC_ALL": "C", MARKER_ENV: self.id}
+            proc = subprocess.Popen(self._argv(cmd, full_env), stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=host_env,
+                                    start_new_session=copy_mode)
+            self._proc = proc
+            try:
+                yield proc
+            finally:
+                if proc.poll() is None:
+                    self._kill(proc)
+                proc.wait()
+                self._proc = None
+                self._reap_leftovers(proc)
+                self.commands_run += 1
 
     def _run_locked(self, argv: list[str], env: dict[str, str], timeout: float) -> CommandResult:
         groups = self._cgroups
@@ -507,8 +540,9 @@ class LocalBackend:
         return hidden_within(repo, self._private)
 
     def create(self, repo: str | Path, profile: SandboxProfile | str = "python-tests", *,
-               labels: Mapping[str, str] | None = None) -> LocalSandbox:
-        """A new sandbox over ``repo`` with ``profile``'s limits."""
+               labels: Mapping[str, str] | None = None, aliases: tuple[str, ...] = ()) -> LocalSandbox:
+        """A new sandbox over ``repo`` with ``profile``'s limits; ``aliases``: more paths at which
+        its commands see the workspace."""
         from fibreflow.sandbox.profiles import load_profile
 
         repo_path = Path(repo).expanduser().resolve()
@@ -522,7 +556,7 @@ class LocalBackend:
                                "settings: give the project's directory")
         return LocalSandbox(root=self._root_for(repo_path), repo=repo_path, profile=load_profile(profile),
                             mode=self.mode, etc=self.etc, labels=labels, hidden=self._masked(repo_path),
-                            limit_disk=self.limit_disk)
+                            limit_disk=self.limit_disk, aliases=aliases)
 
     def info(self) -> dict[str, Any]:
         """What this backend runs with."""

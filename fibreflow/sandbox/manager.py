@@ -106,8 +106,9 @@ class SandboxManager:
         self._lock = threading.Lock()
 
     def create_sandbox(self, feature_id: str, profile: str | SandboxProfile = "python-tests", *,
-                       attempt_id: str | None = None) -> Sandbox:
-        """A fresh sandbox for one attempt at ``feature_id``."""
+                       attempt_id: str | None = None, repo: Path | None = None) -> Sandbox:
+        """A fresh sandbox for one attempt at ``feature_id``, over ``repo`` (default: the manager's;
+        a build gives the stacked tree of a feature's dependencies, ``build.stacking``)."""
         prof = load_profile(profile)
         if self._cancelled is not None:
             raise SandboxError(f"no new sandbox: the run was {self._cancelled}")
@@ -117,7 +118,7 @@ class SandboxManager:
         if attempt_id:
             labels["attempt"] = attempt_id
         started = utc_now()
-        sandbox = self.backend.create(self.repo, prof, labels=labels)
+        sandbox = self.backend.create(repo or self.repo, prof, labels=labels)
         with self._lock:
             self._sessions[sandbox.id] = _Session(feature_id, attempt_id, prof.name,
                                                   getattr(sandbox, "started_at", started))

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 USAGE = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 DAYS_PER_MONTH = 30.0
+MIN_RELIABLE_DAYS = 7.0
+"""Under this much history a projection is shown as a range with a warning, not one number."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,30 @@ class Calibration:
     def per_month(self) -> float:
         return DAYS_PER_MONTH / self.span_days
 
+    @property
+    def short_history(self) -> bool:
+        """Calibrated on less than ``MIN_RELIABLE_DAYS`` of history (one week: a weekly cycle)."""
+        return self.span_days < MIN_RELIABLE_DAYS
+
+    def warning(self) -> str | None:
+        """What to tell a reader of a projection from a short history; None from a week or more."""
+        if not self.short_history:
+            return None
+        return (f"calibrated on only {_span_text(self.span_days)} of history (under {MIN_RELIABLE_DAYS:g} days): "
+                "projections are a rough range, not a forecast; record a week of history before trusting them")
+
+    def value_range(self, value: float) -> tuple[float, float] | None:
+        """A plausible range for a figure scaled from this history; None from a week or more.
+
+        A rate measured over ``span_days`` is uncertain roughly in proportion to one over the square
+        root of the time observed; the range is ``value / f`` to ``value * f`` with
+        ``f = 1 + 0.3 * sqrt(7 / span_days)`` (x1.3 at a week, x1.8 at a day, x4.9 at an hour).
+        """
+        if not self.short_history:
+            return None
+        f = 1.0 + 0.3 * (MIN_RELIABLE_DAYS / max(self.span_days, 1e-9)) ** 0.5
+        return value / f, value * f
+
     def sla_impact(self, load_factor: float) -> tuple[float, list[dict[str, Any]]]:
         """Compliance change (percentage points) of the most affected SLA, and every SLA's figures."""
         rows: list[dict[str, Any]] = []
@@ -128,8 +154,10 @@ class Calibration:
 
     def summary(self) -> dict[str, Any]:
         """The calibration as JSON-safe figures."""
+        cost_range = self.value_range(self.monthly_cost)
         return {"span_days": round(self.span_days, 3), "end": self.end.isoformat(), "calls": self.calls,
-                "monthly_cost": round(self.monthly_cost, 4), "model_cost": round(self.model_cost, 6),
+                "monthly_cost": round(self.monthly_cost, 4), "warning": self.warning(),
+                "monthly_cost_range": [round(x, 4) for x in cost_range] if cost_range else None, "model_cost": round(self.model_cost, 6),
                 "sandbox_cost": round(self.sandbox_cost, 6), "peak_sandboxes": self.peak_sandboxes,
                 "peak_agents": self.peak_agents, "peak_rpm": self.peak_rpm,
                 "postgres": {"max_connections": self.pg_max_connections, "base": self.pg_base_connections,
@@ -314,3 +342,7 @@ def _pg_int(con: psycopg.Connection[Any], sql: str) -> int:
     if row is None:
         raise LookupError(f"no row from {sql!r}")
     return int(row[0])
+
+
+def _span_text(days: float) -> str:
+    return f"{days * 24:.0f} hours" if days < 1 else f"{days:.1f} days"

@@ -10,6 +10,9 @@ Three questions, each answered as a ``ScenarioResult``:
   expected failure rate from each tier's recorded attempt success rate.
 - ``plan_capacity(0.2)``: load growing 20 % a month; the month each limit is first exceeded.
 
+Calibrated on less than a week of history (``Calibration.short_history``), every result carries
+a ``warning`` and a ``cost_range`` (``Calibration.value_range``), and is shown as that range.
+
 Limits: E2B sandbox concurrency per plan (peak sandboxes at once), each tier's requests and
 input / output tokens per minute (the busiest recorded minute), PostgreSQL connections (the
 server's max_connections when reachable) and the monthly budget; all in ``simulation:``.
@@ -51,17 +54,31 @@ class ScenarioResult:
     bottlenecks: list[str]
     recommendations: list[str]
     details: dict[str, Any] = field(default_factory=dict)
+    warning: str | None = None
+    cost_range: list[float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form (the ``fibreflow simulate --json`` shape)."""
         return asdict(self)
+
+    def cost_text(self) -> str:
+        """The projected monthly cost as people read it: one amount, or a range from a short history."""
+        from fibreflow.reporting.tables import format_dollars
+
+        if self.cost_range:
+            low, high = self.cost_range
+            return f"{format_dollars(low)} to {format_dollars(high)}"
+        return format_dollars(self.projected_cost)
 
     def _repr_html_(self) -> str:
         def items(title: str, values: list[str]) -> str:
             lis = "".join(f"<li>{html.escape(v)}</li>" for v in values) or "<li><i>none</i></li>"
             return f"<b>{title}</b><ul>{lis}</ul>"
 
-        return (f"<div><h4>{html.escape(self.scenario_name)}</h4>projected cost <b>${self.projected_cost:,.2f}</b>"
+        warn = (f"<p style='color:#8a4b00;background:#fff3cd;padding:4px'><b>Warning:</b> "
+                f"{html.escape(self.warning)}</p>" if self.warning else "")
+        return (f"<div><h4>{html.escape(self.scenario_name)}</h4>{warn}projected cost "
+                f"<b>{html.escape(self.cost_text())}</b>"
                 f" per month · impact <b>{self.projected_sla_impact:+.2f}</b> points"
                 + items("Bottlenecks", self.bottlenecks) + items("Recommendations", self.recommendations) + "</div>")
 
@@ -70,11 +87,20 @@ def results_frame(results: list[ScenarioResult]) -> Any:
     """Scenario results as a DataFrame, one row each (for notebooks and reports)."""
     import pandas as pd
 
-    return pd.DataFrame([{"scenario": r.scenario_name, "projected_cost": r.projected_cost,
+    return pd.DataFrame([{"scenario": r.scenario_name,
+                          "projected_cost": r.cost_text() if r.cost_range else r.projected_cost,
                           "impact_pp": r.projected_sla_impact, "quality_risk": r.details.get("quality_risk"),
                           "bottlenecks": len(r.bottlenecks),
                           "first_recommendation": r.recommendations[0] if r.recommendations else ""}
                          for r in results])
+
+
+def _hedged(cal: Calibration, result: ScenarioResult) -> ScenarioResult:
+    """``result`` with the calibration's short-history warning and its cost as a range."""
+    cost_range = cal.value_range(result.projected_cost)
+    result.warning = cal.warning()
+    result.cost_range = [round(x, 4) for x in cost_range] if cost_range else None
+    return result
 
 
 def calibrate(*, db_path: str | None = None, days: float | None = None) -> Calibration:
@@ -184,12 +210,12 @@ def simulate_add_agents(agent_type: str | None, count: int, *, calibration: Cali
         recs.append(f"data SLAs lose up to {-impact:.1f} points of compliance ({slas[0]['name']}): add "
                     "capacity to the sources the agents load, or spread the agents' work over the day")
     cost = next(used for r, used in items if r.name == BUDGET)
-    return ScenarioResult(
+    return _hedged(cal, ScenarioResult(
         f"add {count} {agent_type}", round(cost, 4), impact, bottlenecks, recs,
         {"agent_type": agent_type, "count": count, "load_factor": round(load, 4),
          "calls_per_month": round((cal.calls + added_calls) * cal.per_month, 1),
          "current_cost": round(cal.monthly_cost, 4), "limits": rows, "headroom": headroom, "slas": slas,
-         "calibration_days": round(cal.span_days, 3)})
+         "calibration_days": round(cal.span_days, 3)}))
 
 
 def parse_mix(text: str, *, option: str = "--mix") -> tuple[str, tuple[float, float, float]]:
@@ -254,13 +280,13 @@ def optimize_model_routing(scenarios: Mapping[str, tuple[float, float, float]] |
         if missing:
             recs.append(f"no recorded attempts on {', '.join(missing)}: its quality risk is assumed "
                         f"({fallback:.0%}), record some before trusting this mix")
-        results.append(ScenarioResult(
+        results.append(_hedged(cal, ScenarioResult(
             name, round(model + sandbox, 4), round((base_risk - risk) * 100, 2) + 0.0, bottlenecks, recs,
             {"shares": dict(zip(TIERS, [round(s, 4) for s in shares], strict=True)),
              "model_cost": round(model, 4), "sandbox_cost": round(sandbox, 4),
              "quality_risk": round(risk, 4), "recorded_quality_risk": round(base_risk, 4),
              "cost_per_success": round(model / max(1e-9, 1 - risk), 4), "limits": rows,
-             "price_factor": round(factor, 4)}))
+             "price_factor": round(factor, 4)})))
     results.sort(key=lambda r: (r.projected_cost, r.scenario_name))
     ok = [r for r in results if r.details["quality_risk"] - base_risk <= cal.settings.quality_risk_tolerance
           and not r.bottlenecks]
@@ -325,8 +351,8 @@ def plan_capacity(growth_rate_per_month: float, *, months: int = 12, calibration
     impact = timeline[-1]["sla_impact_pp"]
     if impact < -1.0:
         recs.append(f"data SLA compliance falls by {-impact:.1f} points by month {months}")
-    return ScenarioResult(
+    return _hedged(cal, ScenarioResult(
         f"growth {growth_rate_per_month:+.0%}/month for {months} months", timeline[-1]["cost"], impact,
         bottlenecks, recs, {"growth_rate_per_month": growth_rate_per_month, "months": months,
                             "limits": limits, "timeline": timeline, "current_cost": round(cal.monthly_cost, 4),
-                            "days_per_month": DAYS_PER_MONTH})
+                            "days_per_month": DAYS_PER_MONTH}))

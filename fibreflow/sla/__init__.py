@@ -6,6 +6,8 @@ Modules:
 - ``sources``: readers (a SQL scalar, a JSON field over HTTP, the newest file);
   ``checks``: one function per check type.
 - ``monitor``: ``SLAMonitor`` cycles, the watch loop and ``require_fresh_data``; ``health``: ``GET /health``.
+- ``feature_gate``: ``FreshDataGate``, the gate before a build's agents (a feature's ``needs_data``);
+  ``budget_alerts``: the budget guard's 80% and 100% alerts, through the outbox.
 - ``conditions``: the safe alert-condition language; ``alerts``: rules, cooldowns, windows;
   ``messages``: alert texts; ``outbox``: the queue every notification goes through;
   ``delivery``: Slack and webhook sending.

@@ -184,7 +184,9 @@ class AlertDispatcher:
                         known=rule.condition.is_known(values), silenced=self.in_maintenance(rule.condition.names, now),
                         cooldown=rule.cooldown, now=now, value=result.value,
                         notify_resolved=rule.rule.notify_resolved)
-                    con.execute("INSERT OR REPLACE INTO alert_state (rule_key, sla_name, active, since, "
+                    # one row per rule_key, kept here: a lake store has no primary key to replace on
+                    con.execute("DELETE FROM alert_state WHERE rule_key = ?", [new.rule_key])
+                    con.execute("INSERT INTO alert_state (rule_key, sla_name, active, since, "
                                 "last_value, last_notified_at) VALUES (?, ?, ?, ?, ?, ?)",
                                 [new.rule_key, rule.sla, new.active, new.since, new.last_value,
                                  new.last_notified_at])

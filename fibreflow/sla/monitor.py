@@ -34,6 +34,7 @@ from fibreflow.sla.config import CheckSpec, SLAConfig
 from fibreflow.sla.health import HealthServer, health_document
 from fibreflow.sla.model import MAX_DAYS, MAX_INTERVAL_S, CheckResult, Status
 from fibreflow.store import Store
+from fibreflow.store.lake import compact_store, lake_of
 
 log = logging.getLogger("fibreflow.sla")
 
@@ -69,10 +70,13 @@ def classify(spec: CheckSpec, measurement: Measurement) -> tuple[Status, str | N
 class SLAMonitor:
     """Runs the checks of an SLA config and records every result in the store."""
 
-    def __init__(self, config: SLAConfig, *, store: Store, alerts: AlertSink | None = None) -> None:
+    def __init__(self, config: SLAConfig, *, store: Store, alerts: AlertSink | None = None,
+                 compact_every_s: float = 0.0) -> None:
         self.config = config
         self.store = store
         self.alerts = alerts
+        #: ``watch`` compacts a lake store this often (``store.compact_every_s``; 0: never)
+        self.compact_every_s = compact_every_s if lake_of(store) is not None else 0.0
         self.last_results: list[CheckResult] | None = None
         self.last_cycle_id: str | None = None
         self.cycles = 0
@@ -189,6 +193,7 @@ class SLAMonitor:
             self.serve_health(health_port)
         ran = 0
         last_retention = -RETENTION_EVERY_S
+        last_compact = time.monotonic()  # not at start: a watcher restarted in a loop must not compact each time
         try:
             while not stop.is_set() and (cycles is None or ran < cycles):
                 started = time.monotonic()
@@ -197,6 +202,9 @@ class SLAMonitor:
                     if started - last_retention >= RETENTION_EVERY_S:
                         self.apply_retention()
                         last_retention = started
+                    if self.compact_every_s and started - last_compact >= self.compact_every_s:
+                        last_compact = started
+                        log.info("store compacted: %s", compact_store(self.store).to_dict())
                 except FibreflowError as exc:  # e.g. the store busy for too long: try again next cycle
                     log.error("SLA cycle failed: %s", exc)
                 ran += 1

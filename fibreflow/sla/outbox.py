@@ -25,6 +25,7 @@ import duckdb
 
 from fibreflow.sla.delivery import Outgoing
 from fibreflow.store import Store
+from fibreflow.store.schema import new_row_id
 
 INTERRUPTED = "previous delivery attempt was interrupted (process stopped mid-send); re-sending, a duplicate is possible"
 _COLUMNS = "id, dedupe_key, sla_name, kind, severity, action, destination, message, payload, attempts, status"
@@ -59,17 +60,20 @@ class Backoff:
 
 
 def queue(con: duckdb.DuckDBPyConnection, row: Mapping[str, Any]) -> int | None:
-    """Insert one notification inside the caller's transaction; None if its dedupe_key exists."""
-    found = con.execute(
-        """INSERT INTO alert_outbox (dedupe_key, sla_name, kind, severity, action, destination, message,
+    """Insert one notification inside the caller's transaction; None if its dedupe_key exists.
+
+    The id is made here (``new_row_id``), not by a sequence, and the dedupe check is a read in the
+    same transaction: a lake store has neither sequences nor RETURNING, and one path serves every mode."""
+    if con.execute("SELECT 1 FROM alert_outbox WHERE dedupe_key = ?", [row["dedupe_key"]]).fetchone():
+        return None
+    outbox_id = new_row_id()
+    con.execute(
+        """INSERT INTO alert_outbox (id, dedupe_key, sla_name, kind, severity, action, destination, message,
                                      payload, status, attempts, created_at, next_attempt_at)
-           SELECT ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?
-           WHERE NOT EXISTS (SELECT 1 FROM alert_outbox WHERE dedupe_key = ?)
-           RETURNING id""",
-        [row["dedupe_key"], row["sla_name"], row["kind"], row["severity"], row["action"], row["destination"],
-         row["message"], json.dumps(row["payload"]), row["created_at"], row["created_at"],
-         row["dedupe_key"]]).fetchone()
-    return int(found[0]) if found else None
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)""",
+        [outbox_id, row["dedupe_key"], row["sla_name"], row["kind"], row["severity"], row["action"],
+         row["destination"], row["message"], json.dumps(row["payload"]), row["created_at"], row["created_at"]])
+    return outbox_id
 
 
 class Outbox:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from fibreflow.errors import StoreError
+from fibreflow.reporting.tables import format_budget, format_percent
 from fibreflow.sla.compliance import compute_compliance, status_by_hour, values_over_time, violations
 from fibreflow.sla.model import MonitoringSettings
 from fibreflow.store import Store
@@ -38,13 +39,14 @@ class SLAReport:
         c = self.compliance
         stamp = self.generated_at.strftime("%Y-%m-%d %H:%M UTC")
         head = (f"Window: the {self.days:g} days up to {stamp}. Store: `{self.db_path}`. "
-                f"Target: {self.target:.0%} of checks meeting the SLA (warn counts as met).")
+                f"Target: {format_percent(self.target)} of checks meeting the SLA (warn counts as met).")
         if c.empty:
             return head + "\n\n**No SLA checks were recorded in this window.**"
         missed = c[~c["met"]]
         lines = [head, "", f"**{int(c['met'].sum())} of {len(c)} SLAs met the target.**"]
         for r in missed.itertuples():
-            got = "no checks" if not r.checks else f"{r.compliance:.1%}, burn rate {r.burn_rate:.1f}"
+            got = ("no checks" if not r.checks else
+                   f"{format_percent(r.compliance)}, error budget {format_budget(r.error_budget_left)}")
             lines.append(f"- `{r.name}`: {got}")
         open_episodes = int(self.violations["ongoing"].sum()) if not self.violations.empty else 0
         if open_episodes:
@@ -64,7 +66,7 @@ def load_sla_report(*, days: float = 30, db_path: str | Path | None = None,
     it, every SLA found in the window against the default 95% target.
     """
     store = Store(db_path)
-    if not store.path.exists():
+    if not store.exists():
         raise StoreError(f"{store.path}: no fibreflow store here; run `fibreflow sla check` first "
                          "or pass db_path")
     names: list[str] | None = None

@@ -43,7 +43,11 @@ def compliance_figure(compliance: pd.DataFrame, *, title: str = "Compliance per 
 
 
 def status_heatmap(hours: pd.DataFrame, *, title: str = "Status by SLA and hour (UTC)") -> go.Figure:
-    """SLA x hour grid coloured by the hour's worst status (green / amber / grey / red)."""
+    """SLA x hour grid coloured by the hour's worst status (green / amber / grey / red).
+
+    Each cell spans its whole hour: ``x`` holds the hour edges (one more than the columns), so a
+    single hour of data is one hour wide; with centres only, plotly gives a lone column a width
+    of one millisecond on a date axis and the grid looks blank."""
     if hours.empty:
         return empty_figure(title, "no SLA checks in this window")
     rank = hours.pivot(index="name", columns="hour", values="worst_rank")
@@ -56,14 +60,15 @@ def status_heatmap(hours: pd.DataFrame, *, title: str = "Status by SLA and hour 
     colorscale = []
     for status, i in sorted(STATUS_RANK.items(), key=lambda kv: kv[1]):
         colorscale += [[i / n, STATUS_COLORS[status]], [(i + 1) / n, STATUS_COLORS[status]]]
+    edges = pd.date_range(full[0], full[-1] + pd.Timedelta(hours=1), freq="h")
     fig = go.Figure(go.Heatmap(
-        z=rank.to_numpy(dtype=float), x=rank.columns, y=rank.index, text=text.to_numpy(),
+        z=rank.to_numpy(dtype=float), x=edges, y=rank.index, text=text.to_numpy(),
         hovertemplate="%{y}<br>%{x}<br>%{text}<extra></extra>", colorscale=colorscale,
         zmin=-0.5, zmax=n - 0.5, xgap=1, ygap=1,
         colorbar={"tickvals": list(STATUS_RANK.values()), "ticktext": list(STATUS_RANK), "title": "worst"}))
     fig.update_layout(title=title, height=max(260, 40 * len(rank.index) + 140),
                       yaxis={"autorange": "reversed"})
-    return widen_time_axis(fig, rank.columns, span=dt.timedelta(hours=6))
+    return widen_time_axis(fig, edges, span=dt.timedelta(hours=6))
 
 
 def values_figure(values: pd.DataFrame, *, title: str = "Value over time against the threshold") -> go.Figure:

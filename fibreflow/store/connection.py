@@ -1,15 +1,12 @@
-"""The DuckDB store: schema, migrations, cross-process-safe access and DataFrame readers.
+"""The store's API: ``Store`` over one engine (see ``engines``), whatever mode it runs in.
 
-DuckDB lets one process write a file and no other process even read it meanwhile, and several
-fibreflow processes share the store (an SLA watcher, a build, reports, dashboard kernels).
-So a connection lives for one unit of work only, behind a lock file: shared for readers
-(DuckDB allows many read-only openers), exclusive for writers. Threads of one process are
-serialised by an in-process lock, and their writes are batched by ``BatchWriter``.
+A connection lives for one unit of work only; the engine decides what that means (the embedded
+file behind its lock, a store server, a lake). Threads of one process write through
+``BatchWriter``, which batches their rows.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import queue
@@ -19,39 +16,42 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import duckdb
 import pandas as pd
 
-from fibreflow.errors import ForeignDatabaseError, StoreError, StoreLockTimeout
+from fibreflow.errors import ForeignDatabaseError, StoreError
+from fibreflow.store import schema
+from fibreflow.store.engines import FileEngine, StoreEngine, open_engine
 from fibreflow.store.schema import LATEST_VERSION, MIGRATIONS
 
+if TYPE_CHECKING:
+    from fibreflow.config import Settings
+
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_DUCKDB_MAGIC = b"DUCK"
-_process_locks: dict[str, threading.RLock] = {}
-_process_locks_guard = threading.Lock()
+_hooks_guard = threading.Lock()
 _open_hooks: list[Callable[[Store], None]] = []
 _hooked_paths: set[tuple[str, int]] = set()
 log = logging.getLogger(__name__)
 
 
 def add_open_hook(hook: Callable[[Store], None]) -> None:
-    """Call ``hook(store)`` once per process and file, right after the file is first migrated.
+    """Call ``hook(store)`` once per process and store, right after the store is first migrated.
 
     The store cannot know what its tables mean (their owners sit in later layers), so a command
     hands it their housekeeping this way: the CLI registers the build's crash sweep
     (``fibreflow.build.records.mark_crashed_runs``), and so the first command that opens the store
     after a crash marks the crashed runs. A failing hook is logged, never raised.
     """
-    with _process_locks_guard:
+    with _hooks_guard:
         if hook not in _open_hooks:
             _open_hooks.append(hook)
 
 
 def _run_open_hooks(store: Store) -> None:
-    key = (str(store.path), os.getpid())
-    with _process_locks_guard:
+    key = (store.url, os.getpid())
+    with _hooks_guard:
         if key in _hooked_paths or not _open_hooks:
             return
         _hooked_paths.add(key)
@@ -60,18 +60,72 @@ def _run_open_hooks(store: Store) -> None:
         try:
             hook(store)
         except Exception as exc:  # housekeeping must not keep a command from its store
-            log.warning("store open hook %s failed on %s: %s", getattr(hook, "__name__", hook), store.path, exc)
-
-
-def _process_lock(path: Path) -> threading.RLock:
-    with _process_locks_guard:
-        return _process_locks.setdefault(str(path), threading.RLock())
+            log.warning("store open hook %s failed on %s: %s", getattr(hook, "__name__", hook), store.url, exc)
 
 
 def _ident(name: str) -> str:
     if not _IDENT.match(name):
         raise StoreError(f"invalid table or column name: {name!r}")
     return name
+
+
+def configured_url(settings: Settings | None = None) -> str:
+    """The store URL commands use: ``store.url`` (``FIBREFLOW_STORE``), else the file ``db_path``
+    (``FIBREFLOW_DB``)."""
+    if settings is None:
+        from fibreflow.config import load_settings
+
+        settings = load_settings()
+    return settings.store.url or str(settings.db_path)
+
+
+def apply_migrations(con: duckdb.DuckDBPyConnection, where: str, *, constraints: bool = True) -> int:
+    """Create or upgrade the schema through ``con`` (default catalog: the store); returns the
+    version now in force. ``where`` names the store in errors."""
+    tables = {r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database() "
+        "AND table_schema = current_schema()").fetchall()}
+    if "schema_version" not in tables:
+        if tables:
+            raise ForeignDatabaseError(
+                f"{where} is a DuckDB store of something else (tables: {', '.join(sorted(tables)[:5])}); "
+                "refusing to use it, it was left untouched")
+        con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, description VARCHAR, "
+                    "applied_at TIMESTAMPTZ NOT NULL)")
+    row = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+    current = row[0] if row else 0  # an aggregate always returns one row
+    if current > LATEST_VERSION:
+        raise ForeignDatabaseError(
+            f"{where} has schema version {current}, newer than this fibreflow knows "
+            f"({LATEST_VERSION}); upgrade fibreflow")
+    sql_of = getattr(schema, "migration_sql", None)
+    for migration in MIGRATIONS:
+        if migration.version <= current:
+            continue
+        if constraints:
+            sql = migration.sql
+        elif sql_of is not None:
+            sql = sql_of(migration, constraints=False)
+        else:
+            raise StoreError(f"{where}: this store mode takes no constraints, and this fibreflow has no "
+                             f"constraint-free form of migration {migration.version}")
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(sql)
+            con.execute("INSERT INTO schema_version VALUES (?, ?, now())",
+                        [migration.version, migration.description])
+            con.execute("COMMIT")
+        except duckdb.Error as exc:
+            con.execute("ROLLBACK")
+            hint = (" (a store server migrates its file when it starts: restart `fibreflow store serve` "
+                    "with this fibreflow)") if isinstance(exc, duckdb.NotImplementedException) else ""
+            raise StoreError(f"{where}: migration {migration.version} failed: {exc}{hint}") from exc
+        current = migration.version
+    return current
+
+
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
 
 
 class StoreReader(Protocol):
@@ -89,54 +143,63 @@ class StoreReader(Protocol):
 
 
 class Store:
-    """One DuckDB file. Cheap to construct; every method opens and closes its own connection."""
+    """The store. Cheap to construct; every method opens and closes its own connection.
 
-    def __init__(self, path: str | Path | None = None, *, lock_timeout_s: float | None = None) -> None:
-        if path is None or lock_timeout_s is None:
+    ``Store(path)`` is the DuckDB file at ``path`` (or its running store server); ``Store()`` and
+    ``Store.from_url(url)`` use the configured URL (``store.url``, ``FIBREFLOW_STORE``, else
+    ``db_path``) or ``url``.
+    """
+
+    def __init__(self, path: str | Path | None = None, *, lock_timeout_s: float | None = None,
+                 engine: StoreEngine | None = None) -> None:
+        if engine is None:
             from fibreflow.config import load_settings
 
             settings = load_settings()
-            path = settings.db_path if path is None else path
-            lock_timeout_s = settings.store.lock_timeout_s if lock_timeout_s is None else lock_timeout_s
-        self.path = Path(path).expanduser().resolve()
-        self.lock_path = self.path.with_name(self.path.name + ".lock")
-        self.lock_timeout_s = lock_timeout_s
+            store_settings = settings.store
+            if lock_timeout_s is not None:
+                store_settings = store_settings.model_copy(update={"lock_timeout_s": lock_timeout_s})
+            url = configured_url(settings)
+            if path is not None and not (settings.store.url and _same_file(path, settings.db_path)):
+                # callers pass db_path to mean "the configured store": with store.url set, that is the URL
+                url = str(path)
+            engine = open_engine(url, settings=store_settings)
+        self.engine = engine
+        local = getattr(engine, "path", None)
+        self.path = Path(local) if local is not None else Path(engine.url)
+        self.lock_path = getattr(engine, "lock_path", None)
+        self.lock_timeout_s = getattr(engine, "lock_timeout_s", lock_timeout_s or 60.0)
         self.wait_times_s: list[float] = []
         self._ready = False
-        self._thread_lock = _process_lock(self.path)
+
+    @classmethod
+    def from_url(cls, url: str, *, settings: Settings | None = None) -> Store:
+        """The store at ``url`` (``duckdb:///...``, a path, ``quack://...``, ``ducklake:postgres:...``)."""
+        return cls(engine=open_engine(url, settings=settings.store if settings is not None else None))
+
+    @property
+    def url(self) -> str:
+        """The store's URL for messages (no token, no password)."""
+        return self.engine.url
+
+    def exists(self) -> bool:
+        """Whether the store holds anything yet (a file mode store: whether its file exists)."""
+        return self.path.exists() if isinstance(self.engine, FileEngine) else True
+
+    def describe(self) -> str:
+        """The mode and URL this store uses, and the store server found for a file, if any."""
+        text = f"{self.engine.mode} {self.engine.url}"
+        if isinstance(self.engine, FileEngine):
+            record = self.engine.server()
+            text += (f" (store server found: {record.url}, pid {record.pid}; used instead of the file)"
+                     if record is not None else " (no store server running for it)")
+        return text
+
+    def close(self) -> None:
+        """Release the engine's client connections (a file store holds none between calls)."""
+        self.engine.close()
 
     # -- access -------------------------------------------------------------------------
-
-    @contextmanager
-    def _locked(self, *, write: bool) -> Iterator[None]:
-        deadline = time.monotonic() + self.lock_timeout_s
-        if not self._thread_lock.acquire(timeout=self.lock_timeout_s):
-            raise StoreLockTimeout(f"{self.path}: waited {self.lock_timeout_s:.0f}s for the store (this process)")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                mode = (fcntl.LOCK_EX if write else fcntl.LOCK_SH) | fcntl.LOCK_NB
-                delay = 0.0005
-                while True:
-                    try:
-                        fcntl.flock(fd, mode)
-                        break
-                    except BlockingIOError:
-                        if time.monotonic() > deadline:
-                            raise StoreLockTimeout(
-                                f"{self.path}: another process held the store for over "
-                                f"{self.lock_timeout_s:.0f}s (lock file {self.lock_path})") from None
-                        time.sleep(delay)
-                        delay = min(delay * 2, 0.01)
-                try:
-                    yield
-                finally:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-            finally:
-                os.close(fd)
-        finally:
-            self._thread_lock.release()
 
     @contextmanager
     def connect(self, *, write: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -144,82 +207,23 @@ class Store:
         if not self._ready:
             self.migrate()
         started = time.monotonic()
-        with self._locked(write=write):
-            con = self._open(read_only=not write)
+        with self.engine.connect(write=write) as con:
             self.wait_times_s.append(time.monotonic() - started)
-            try:
-                yield con
-            finally:
-                con.close()
-
-    def _open(self, *, read_only: bool) -> duckdb.DuckDBPyConnection:
-        try:
-            con = duckdb.connect(str(self.path), read_only=read_only)
-        except duckdb.Error as exc:
-            if "lock" in str(exc).lower():
-                raise StoreError(f"{self.path}: held by a process that does not use fibreflow's lock: {exc}") from exc
-            raise ForeignDatabaseError(f"{self.path}: cannot open as DuckDB ({exc}); the file was left untouched") from exc
-        con.execute("SET TimeZone = 'UTC'")
-        return con
+            yield con
 
     # -- schema -------------------------------------------------------------------------
 
-    def _check_file(self) -> None:
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            return
-        with open(self.path, "rb") as fh:
-            header = fh.read(12)
-        if header[8:12] != _DUCKDB_MAGIC:
-            raise ForeignDatabaseError(
-                f"{self.path} is not a DuckDB file (corrupt or foreign); refusing to use it, it was "
-                "left untouched. Point FIBREFLOW_DB elsewhere or move the file away.")
-
     def migrate(self) -> int:
         """Create or upgrade the schema; returns the version now in force."""
-        with self._locked(write=True):
-            self._check_file()
-            con = self._open(read_only=False)
-            try:
-                version = self._migrate(con)
-            finally:
-                con.close()
+        with self.engine.connect(write=True) as con:
+            where = str(self.path) if isinstance(self.engine, FileEngine) else self.url
+            version = apply_migrations(con, where, constraints=self.engine.supports_constraints)
         self._ready = True
         _run_open_hooks(self)
         return version
 
-    def _migrate(self, con: duckdb.DuckDBPyConnection) -> int:
-        tables = {r[0] for r in con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()}
-        if "schema_version" not in tables:
-            if tables:
-                raise ForeignDatabaseError(
-                    f"{self.path} is a DuckDB file of something else (tables: {', '.join(sorted(tables)[:5])}); "
-                    "refusing to use it, it was left untouched")
-            con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, description VARCHAR, "
-                        "applied_at TIMESTAMPTZ NOT NULL)")
-        row = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
-        current = row[0] if row else 0  # an aggregate always returns one row
-        if current > LATEST_VERSION:
-            raise ForeignDatabaseError(
-                f"{self.path} has schema version {current}, newer than this fibreflow knows "
-                f"({LATEST_VERSION}); upgrade fibreflow")
-        for migration in MIGRATIONS:
-            if migration.version <= current:
-                continue
-            con.execute("BEGIN TRANSACTION")
-            try:
-                con.execute(migration.sql)
-                con.execute("INSERT INTO schema_version VALUES (?, ?, now())",
-                            [migration.version, migration.description])
-                con.execute("COMMIT")
-            except duckdb.Error as exc:
-                con.execute("ROLLBACK")
-                raise StoreError(f"{self.path}: migration {migration.version} failed: {exc}") from exc
-            current = migration.version
-        return current
-
     def schema_version(self) -> int:
-        """The schema version recorded in the file."""
+        """The schema version recorded in the store."""
         return int(self.scalar("SELECT max(version) FROM schema_version") or 0)
 
     # -- reading ------------------------------------------------------------------------
@@ -262,21 +266,41 @@ def _group_by_columns(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, ...]
     return groups
 
 
+def _with_row_ids(table: str, groups: Mapping[tuple[str, ...], list[Mapping[str, Any]]]
+                  ) -> Mapping[tuple[str, ...], list[Mapping[str, Any]]]:
+    column = schema.ROW_ID_COLUMNS.get(table)
+    if column is None or all(column in cols for cols in groups):
+        return groups
+    out: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
+    for cols, group in groups.items():
+        if column in cols:
+            out.setdefault(cols, []).extend(group)
+        else:
+            out.setdefault((column, *cols), []).extend({column: schema.new_row_id(), **row} for row in group)
+    return out
+
+
 def _insert_groups(con: duckdb.DuckDBPyConnection, table: str,
                    groups: Mapping[tuple[str, ...], list[Mapping[str, Any]]]) -> int:
-    total = 0
+    groups = _with_row_ids(table, groups)
+    statements: list[tuple[str, list[Any]]] = []
+    for cols, group in groups.items():
+        names = ", ".join(f'"{_ident(c)}"' for c in cols)
+        marks = "(" + ", ".join("?" for _ in cols) + ")"
+        # multi-row VALUES: ~20x faster than executemany, which binds and runs row by row
+        step = max(1, 2000 // len(cols))
+        for i in range(0, len(group), step):
+            chunk = group[i:i + step]
+            statements.append((f"INSERT INTO {table} ({names}) VALUES {', '.join([marks] * len(chunk))}",
+                               [r[c] for r in chunk for c in cols]))
+    total = sum(len(group) for group in groups.values())
+    if len(statements) == 1:  # one statement is atomic on its own: no round trips for BEGIN/COMMIT
+        con.execute(*statements[0])
+        return total
     con.execute("BEGIN TRANSACTION")
     try:
-        for cols, group in groups.items():
-            names = ", ".join(f'"{_ident(c)}"' for c in cols)
-            marks = "(" + ", ".join("?" for _ in cols) + ")"
-            # multi-row VALUES: ~20x faster than executemany, which binds and runs row by row
-            step = max(1, 2000 // len(cols))
-            for i in range(0, len(group), step):
-                chunk = group[i:i + step]
-                con.execute(f"INSERT INTO {table} ({names}) VALUES {', '.join([marks] * len(chunk))}",
-                            [r[c] for r in chunk for c in cols])
-            total += len(group)
+        for sql, params in statements:
+            con.execute(sql, params)
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
@@ -381,7 +405,8 @@ class BatchWriter:
 
 
 def open_store(path: str | Path | None = None) -> Store:
-    """The store at ``path`` or the configured one, migrated and ready."""
+    """The store at ``path`` or the configured one (``store.url``, ``FIBREFLOW_STORE``, else
+    ``db_path``), migrated and ready."""
     store = Store(path)
     store.migrate()
     return store

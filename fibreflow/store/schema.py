@@ -9,6 +9,10 @@ others call the owner, so a table's write paths can be read in one place
 
 from __future__ import annotations
 
+import re
+import secrets
+import threading
+import time
 from typing import NamedTuple
 
 
@@ -219,9 +223,65 @@ MIGRATIONS: tuple[Migration, ...] = (
         ALTER TABLE runs ADD COLUMN orchestrator_host VARCHAR;
         ALTER TABLE runs ADD COLUMN crash_noticed_at TIMESTAMPTZ;
     """),
+    Migration(7, "builds: why an attempt ran on its tier, what kind of error ended it; a feature's reason, "
+                 "data-freshness gate and budget stop", """
+        ALTER TABLE attempts ADD COLUMN tier_reason VARCHAR;
+        ALTER TABLE attempts ADD COLUMN error_kind VARCHAR;
+        ALTER TABLE features ADD COLUMN reason VARCHAR;
+        ALTER TABLE features ADD COLUMN data_gate VARCHAR;
+        ALTER TABLE features ADD COLUMN data_violations JSON;
+    """),
+    # a Quack client (the store server's) cannot attach a database with a nextval() default
+    Migration(8, "ids from their writers (new_row_id), not from a sequence default", """
+        ALTER TABLE sla_checks ALTER COLUMN id DROP DEFAULT;
+        ALTER TABLE alert_outbox ALTER COLUMN id DROP DEFAULT;
+    """),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
+
+# What a store without constraints (DuckLake) cannot hold. Migrations are written once, for the
+# embedded file; ``migration_sql`` drops these for such a store, and the owning writers enforce
+# what they meant: one row per key (check, then insert or delete + insert, under the lake's writer
+# lock) and ids from ``new_row_id`` instead of a sequence.
+_NO_CONSTRAINTS = (
+    re.compile(r"CREATE\s+SEQUENCE\s+[^;]+;", re.IGNORECASE),
+    re.compile(r"CREATE\s+(?:UNIQUE\s+)?INDEX\s+[^;]+;", re.IGNORECASE),
+    re.compile(r"\s+DEFAULT\s+nextval\s*\([^)]*\)", re.IGNORECASE),
+    re.compile(r"ALTER\s+TABLE\s+\w+\s+ALTER\s+COLUMN\s+\w+\s+DROP\s+DEFAULT\s*;", re.IGNORECASE),
+    re.compile(r"\s+PRIMARY\s+KEY\b", re.IGNORECASE),
+    re.compile(r"\s+UNIQUE\b", re.IGNORECASE),
+)
+_last_id = 0
+_id_guard = threading.Lock()
+
+
+def migration_sql(migration: Migration, *, constraints: bool = True) -> str:
+    """The SQL of ``migration`` for a store that does (``constraints``) or does not support
+    sequences, primary keys, unique constraints and indexes."""
+    if constraints:
+        return migration.sql
+    sql = migration.sql
+    for pattern in _NO_CONSTRAINTS:
+        sql = pattern.sub("", sql)
+    return sql
+
+
+#: table -> its id column, once filled by a sequence default (migration 8 dropped those defaults:
+#: a Quack client cannot attach them, a lake has none); ``Store.insert_rows`` and ``BatchWriter``
+#: fill it with ``new_row_id()`` when a row has none, so ids keep insertion order in every mode
+ROW_ID_COLUMNS: dict[str, str] = {"sla_checks": "id", "alert_outbox": "id"}
+
+
+def new_row_id() -> int:
+    """A BIGINT id for a new row of a table whose id came from a sequence: microseconds since the
+    epoch times 1024 plus random bits, increasing within a process, so ids from several hosts do
+    not collide and sort by age (above every id a sequence handed out before)."""
+    global _last_id
+    with _id_guard:
+        candidate = (time.time_ns() // 1000) * 1024 + secrets.randbelow(1024)
+        _last_id = max(candidate, _last_id + 1)
+        return _last_id
 
 #: table -> the one module that writes it (names, not imports: owners sit in later layers)
 TABLE_OWNERS: dict[str, str] = {

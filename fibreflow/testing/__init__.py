@@ -6,7 +6,6 @@ Modules:
 
 - ``server``: ``LocalServer``, the one lifecycle (127.0.0.1, free port, daemon thread, context manager).
 - ``slack_receiver``: ``SlackReceiver``, incoming webhooks and ``chat.postMessage`` with injected failures.
-- ``e2b_fake``: ``FakeCloud``, the ``e2b`` SDK's shape over local directories.
 """
 
 from __future__ import annotations

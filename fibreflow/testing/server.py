@@ -28,17 +28,19 @@ class LocalServer:
     handler: ClassVar[type[OwnedHandler]]
     thread_name: ClassVar[str] = "local-server"
 
-    def __init__(self, *, port: int = 0) -> None:
+    def __init__(self, *, port: int = 0, host: str = "127.0.0.1") -> None:
         self.port = port
+        self.host = host
         self._server: ThreadingHTTPServer | None = None
         # set on close, so handlers sleeping in an injected latency wake up and drop their request
         self._stop = threading.Event()
 
     def start(self) -> Self:
-        """Bind 127.0.0.1 (a free port unless ``port`` was given) and serve in a daemon thread."""
+        """Bind ``host`` (127.0.0.1 unless given; a free port unless ``port`` was given) and serve in a
+        daemon thread."""
         handler = type(f"{type(self).__name__}Handler", (self.handler,), {"owner": self})
         self._stop.clear()
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        self._server = ThreadingHTTPServer((self.host, self.port), handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                          name=self.thread_name, daemon=True).start()
@@ -60,10 +62,11 @@ class LocalServer:
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:PORT`` of the running server."""
+        """``http://HOST:PORT`` of the running server."""
         if self._server is None:
             raise RuntimeError(f"{type(self).__name__} is not running; use it as a context manager")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        host = self.host if ":" not in self.host else f"[{self.host}]"
+        return f"http://{host}:{self._server.server_address[1]}"
 
 
 __all__ = ["LocalServer", "OwnedHandler"]

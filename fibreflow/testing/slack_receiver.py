@@ -6,6 +6,10 @@
 * Web API ``POST /api/chat.postMessage`` (form or JSON body, ``Authorization: Bearer`` or a
   ``token`` field); answers ``{"ok": true, "channel", "ts", "message"}`` or Slack's error shape
   (``not_authed``, ``invalid_auth``, ``channel_not_found``, ``no_text``).
+* Web API ``POST /api/chat.update`` (the same, plus ``ts`` of the message to replace; without
+  one: ``message_not_found``), as the approvals server updates an approval message.
+* Web API ``POST /api/auth.test``: whether the token is accepted (the build's preflight).
+* A ``response_url`` (any path outside ``/api/``, like a webhook): ``response_url_for(name)``.
 
 Every accepted message is recorded with its receive time; ``fail_next(n, status=429,
 retry_after=1)`` makes the next ``n`` requests fail the way Slack does when rate limited or
@@ -74,6 +78,10 @@ class SlackReceiver(LocalServer):
     def webhook_url(self) -> str:
         """An incoming-webhook URL (set it as SLACK_WEBHOOK_URL)."""
         return self.url + WEBHOOK_PATH
+
+    def response_url_for(self, name: str = "T0/1/abc") -> str:
+        """A ``response_url`` as Slack puts in an interactivity payload (posts land as ``webhook``)."""
+        return f"{self.url}/actions/{name}"
 
     @property
     def api_base_url(self) -> str:
@@ -180,18 +188,24 @@ class _Handler(OwnedHandler):
                     body[key] = json.loads(body[key])
         auth = self.headers.get("Authorization", "")
         token = auth[len("Bearer "):] if auth.startswith("Bearer ") else body.pop("token", None)
-        if method != "chat.postMessage":
+        if method not in ("chat.postMessage", "chat.update", "auth.test"):
             self._json(404, {"ok": False, "error": "unknown_method"})
         elif not token:
             self._json(200, {"ok": False, "error": "not_authed"})
         elif self.owner.token is not None and token != self.owner.token:
             self._json(200, {"ok": False, "error": "invalid_auth"})
+        elif method == "auth.test":  # the preflight's check that the bot token is accepted
+            self._json(200, {"ok": True, "url": "https://fibreflow.slack.invalid/", "team": "fibreflow",
+                             "user": "fibreflow-bot", "team_id": "T0FIBREFLOW", "user_id": "U0FIBREFLOW",
+                             "bot_id": "B0FIBREFLOW"})
         elif not body.get("channel"):
             self._json(200, {"ok": False, "error": "channel_not_found"})
         elif not (body.get("text") or body.get("blocks")):
             self._json(200, {"ok": False, "error": "no_text"})
+        elif method == "chat.update" and not body.get("ts"):
+            self._json(200, {"ok": False, "error": "message_not_found"})
         else:
-            ts = self.owner._next_ts()
+            ts = str(body["ts"]) if method == "chat.update" else self.owner._next_ts()
             self._accept("api", path, body, str(body["channel"]))
             message = {"type": "message", "text": body.get("text"), "ts": ts, "bot_id": "B0FIBREFLOW"}
             if body.get("blocks"):

@@ -130,8 +130,10 @@ def _card(result: Any, note: str, *, impact: str = "data SLA compliance") -> str
     change = result.projected_sla_impact
     colour = "#b00" if change < -1 else "#333"
     more = len(result.bottlenecks) - 5
-    body = (f"<b>{html.escape(result.scenario_name)}</b><br>projected cost <b class='ff-cost'>"
-            f"${result.projected_cost:,.2f}</b> per month <small>({html.escape(note)})</small><br>"
+    warning = (f"<div class='ff-sim-warning' style='color:#8a4b00;background:#fff3cd;padding:2px 6px'>"
+               f"<b>Warning:</b> {html.escape(result.warning)}</div>" if result.warning else "")
+    body = (f"<b>{html.escape(result.scenario_name)}</b>{warning}<br>projected cost <b class='ff-cost'>"
+            f"{html.escape(result.cost_text())}</b> per month <small>({html.escape(note)})</small><br>"
             f"{html.escape(impact)}: <b style='color:{colour}' class='ff-impact'>{change:+.2f}</b> points"
             + html_list("Bottlenecks", result.bottlenecks[:5] + ([f"… and {more} more"] if more > 0 else []))
             + html_list("Recommendations", result.recommendations[:4]))

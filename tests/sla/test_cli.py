@@ -157,7 +157,7 @@ def test_compliance_json(sources: dict[str, Path], tmp_path: Path, capsys: pytes
     main(["sla", "check", "--config", config])
     capsys.readouterr()
     code, doc = run_json(capsys, "sla", "compliance", "--config", config, "--days", "7", "--json")
-    assert code == 0 and doc["days"] == 7 and doc["target"] == 0.95
+    assert code == 1 and doc["days"] == 7 and doc["target"] == 0.95
     rows = {r["name"]: r for r in doc["slas"]}
     assert set(rows) == {"images_fresh", "qfield_sync_interval"}
     for key in ("checks", "ok_checks", "compliance", "target", "met", "error_budget_left", "burn_rate"):
@@ -165,7 +165,7 @@ def test_compliance_json(sources: dict[str, Path], tmp_path: Path, capsys: pytes
     assert rows["images_fresh"]["compliance"] == 1.0 and rows["images_fresh"]["met"] is True
     assert rows["qfield_sync_interval"]["checks"] == 4 and rows["qfield_sync_interval"]["ok_checks"] == 3
     assert rows["qfield_sync_interval"]["compliance"] == 0.75 and rows["qfield_sync_interval"]["met"] is False
-    assert main(["sla", "compliance", "--config", config]) == 0
+    assert main(["sla", "compliance", "--config", config]) == 1  # qfield_sync_interval misses the target
     assert "compliance over 30 days" in capsys.readouterr().out
 
 

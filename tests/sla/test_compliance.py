@@ -143,3 +143,28 @@ def test_load_sla_report_uses_config(filled: Store, tmp_path: Path) -> None:
 def test_load_sla_report_refuses_missing_store(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="no fibreflow store"):
         load_sla_report(db_path=tmp_path / "absent.duckdb")
+
+
+def test_cli_without_config_reports_the_slas_checked_and_fails_on_a_miss(
+        store: Store, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from fibreflow.cli import main
+    from fibreflow.config import load_settings
+    from fibreflow.sla.config import load_sla_config
+
+    now = dt.datetime.now(dt.UTC)
+    rows = [{"name": name, "status": "ok", "value": 1.0, "threshold": 60.0, "checked_at": now - dt.timedelta(minutes=i)}
+            for i in range(1, 21) for name in ("orders_fresh", "images_fresh")]
+    store.insert_rows("sla_checks", rows)
+    monkeypatch.setenv("FIBREFLOW_DB", str(store.path))
+    example = set(load_sla_config(load_settings().sla.config_path).slas)
+    assert not example & {"orders_fresh", "images_fresh"}  # the example file names other SLAs
+    assert main(["sla", "compliance", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert {r["name"] for r in doc["slas"]} == {"orders_fresh", "images_fresh"} and doc["source"].endswith("(store)")
+    store.insert_rows("sla_checks", [{"name": "images_fresh", "status": "violation", "value": 900.0, "threshold": 60.0,
+                                      "checked_at": now - dt.timedelta(seconds=30 + i)} for i in range(20)])
+    assert main(["sla", "compliance"]) == 1
+    out = capsys.readouterr().out
+    assert "images_fresh" in out and "MISSED" in out and "overspent 10.0x" in out and "50%" in out

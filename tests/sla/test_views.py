@@ -62,3 +62,19 @@ def test_violations_table_and_empty_figures(filled: Store) -> None:
     empty = compute_compliance(filled, days=1, now=NOW - dt.timedelta(days=5))
     for fig in (views.compliance_figure(empty), views.status_heatmap(status_by_hour(filled, days=1, now=NOW - dt.timedelta(days=5)))):
         assert "no SLA checks" in fig.layout.annotations[0].text
+
+
+def test_heatmap_of_under_an_hour_of_data_draws_a_whole_hour_cell(store: Store) -> None:
+    import pandas as pd
+
+    store.insert_rows("sla_checks", [
+        {"name": "fresh", "status": "ok" if i < 15 else "violation", "value": 1.0, "threshold": 60.0,
+         "checked_at": NOW - dt.timedelta(minutes=20 - i)} for i in range(20)])  # 20 minutes, one hour bucket
+    fig = views.status_heatmap(status_by_hour(store, days=1, now=NOW))
+    heat = fig.data[0]
+    assert heat.z.tolist() == [[3.0]]
+    edges = pd.to_datetime(pd.Series(heat.x), utc=True)
+    assert len(edges) == 2 and edges[1] - edges[0] == pd.Timedelta(hours=1)  # x holds the cell's edges
+    shown = pd.to_datetime(pd.Series(fig.layout.xaxis.range), utc=True)
+    assert (edges[1] - edges[0]) / (shown[1] - shown[0]) >= 1 / 6  # the cell fills a sixth of the axis
+    assert shown[0] <= edges[0] and edges[1] <= shown[1]

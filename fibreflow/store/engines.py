@@ -1,0 +1,233 @@
+"""Where the store's tables live: one engine per mode, chosen by the store URL.
+
+- ``duckdb:///abs/path.duckdb`` or a plain path: ``FileEngine``, the embedded file, opened per
+  unit of work behind a cross-process lock file; while a store server for that file runs
+  (``fibreflow store serve``, found by its record beside the file), it attaches to the server.
+- ``quack://host:port``: ``QuackEngine`` (``store/quack.py``), a store server; the token comes
+  from ``FIBREFLOW_STORE_TOKEN``. Its connections are ``remote.RemoteConnection`` objects (the
+  ``execute``/``fetch*``/``df`` subset of a DuckDB connection; every statement runs on the server).
+- ``ducklake:postgres:<libpq conninfo>``: ``fibreflow.store.lake.LakeEngine(url, settings=...)``,
+  a DuckLake whose catalog is in PostgreSQL and whose data sits under ``store.data_path``.
+
+Every engine yields connections whose default catalog and schema are the store, so unqualified
+table names work. ``supports_constraints`` False (DuckLake) makes migrations use
+``schema.migration_sql(migration, constraints=False)``. Nothing outside ``store/`` knows the mode.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import duckdb
+
+from fibreflow.errors import ForeignDatabaseError, StoreError, StoreLockTimeout, StoreUnreachable
+from fibreflow.store.discovery import TOKEN_ENV, ServerRecord, find_server
+from fibreflow.store.quack import QuackEngine, shared_engine
+
+if TYPE_CHECKING:
+    from fibreflow.config import StoreSettings
+
+_DUCKDB_MAGIC = b"DUCK"
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+_process_locks: dict[str, threading.RLock] = {}
+_process_locks_guard = threading.Lock()
+
+
+class StoreEngine(Protocol):
+    """One store mode: how to get a connection to the store's tables."""
+
+    mode: str
+    """``duckdb``, ``quack`` or ``ducklake``."""
+    url: str
+    """The store's URL for messages: never a token or password."""
+    supports_constraints: bool
+    """False when tables cannot have PRIMARY KEY, UNIQUE or indexes (DuckLake)."""
+
+    def connect(self, *, write: bool) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+        """A connection for one unit of work, its default catalog and schema the store's."""
+        ...
+
+    def close(self) -> None:
+        """Release what the engine holds (client databases, attachments)."""
+        ...
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit for messages: passwords and tokens replaced by ``***``."""
+    url = re.sub(r"(?i)\b(password|token|secret)\s*=\s*('[^']*'|\S+)", r"\1=***", url)
+    return re.sub(r"(://[^/:@\s]+):[^@/\s]+@", r"\1:***@", url)
+
+
+def open_engine(url: str, *, settings: StoreSettings | None = None) -> StoreEngine:
+    """The engine for store ``url`` (see the module docstring for the forms); anything else is a
+    ``StoreError`` naming the (redacted) URL."""
+    if settings is None:
+        from fibreflow.config import load_settings
+
+        settings = load_settings().store
+    text = str(url).strip()
+    match = _SCHEME.match(text)
+    scheme = match.group(1).lower() if match else None
+    if scheme is None:
+        if not text:
+            raise StoreUnreachable("store URL is empty (store.url / FIBREFLOW_STORE)")
+        return FileEngine(Path(text), lock_timeout_s=settings.lock_timeout_s)
+    if scheme == "duckdb":
+        rest = text[len("duckdb:"):]
+        path = rest[2:] if rest.startswith("//") else rest
+        if not path or path == "/":
+            raise StoreUnreachable(f"store URL {redact_url(text)!r} names no file; write duckdb:///abs/path.duckdb")
+        return FileEngine(Path(path), lock_timeout_s=settings.lock_timeout_s)
+    if scheme == "quack":
+        host, port = _host_port(text)
+        return shared_engine(host, port, token=os.environ.get(TOKEN_ENV), lock_timeout_s=settings.lock_timeout_s)
+    if scheme == "ducklake":
+        try:
+            from fibreflow.store.lake import LakeEngine
+        except ImportError as exc:
+            raise StoreUnreachable(f"store URL {redact_url(text)!r}: DuckLake mode is not available in this "
+                             f"fibreflow ({exc})") from exc
+        engine: StoreEngine = LakeEngine(text, settings=settings)
+        return engine
+    raise StoreUnreachable(f"store URL {redact_url(text)!r}: unknown scheme {scheme!r}; use duckdb:///path/file.duckdb, "
+                     "quack://host:port or ducklake:postgres:<conninfo>")
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    match = re.fullmatch(r"quack://(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?/?", url)
+    if not match:
+        raise StoreUnreachable(f"store URL {redact_url(url)!r} is not quack://host:port")
+    port = int(match.group(2) or 9494)
+    if not 0 < port < 65536:
+        raise StoreUnreachable(f"store URL {redact_url(url)!r}: port {port} is out of range")
+    return match.group(1), port
+
+
+def _process_lock(path: Path) -> threading.RLock:
+    with _process_locks_guard:
+        return _process_locks.setdefault(str(path), threading.RLock())
+
+
+class FileEngine:
+    """The embedded DuckDB file; while a store server owns it, its server instead.
+
+    DuckDB lets one process write a file and no other process even read it meanwhile, so a
+    connection lives for one unit of work only, behind a lock file: shared for readers,
+    exclusive for writers, and threads of one process take turns.
+    """
+
+    mode = "duckdb"
+    supports_constraints = True
+
+    def __init__(self, path: Path, *, lock_timeout_s: float = 60.0) -> None:
+        self.path = Path(path).expanduser().resolve()
+        self.url = f"duckdb://{self.path}"
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.lock_timeout_s = lock_timeout_s
+        self._thread_lock = _process_lock(self.path)
+        self._remote: QuackEngine | None = None
+        self._remote_pid: int | None = None
+        self._checked = False
+
+    def server(self) -> ServerRecord | None:
+        """The store server that owns this file now, if one runs on this host."""
+        return find_server(self.path)
+
+    def _server_engine(self) -> QuackEngine | None:
+        record = self.server()
+        if record is None:
+            return None
+        if self._remote is None or self._remote_pid != record.pid:
+            self._remote = shared_engine(record.host, record.port, token=record.token(),
+                                         lock_timeout_s=self.lock_timeout_s,
+                                         via=f"the store server for {self.path} (pid {record.pid})")
+            self._remote_pid = record.pid
+        return self._remote
+
+    @contextmanager
+    def connect(self, *, write: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        remote = self._server_engine()
+        if remote is not None:
+            with remote.connect(write=write) as con:
+                yield con
+            return
+        with self._locked(write=write) as remote:
+            if remote is not None:
+                with remote.connect(write=write) as con:
+                    yield con
+                return
+            con = self._open(read_only=not write)
+            try:
+                yield con
+            finally:
+                con.close()
+
+    @contextmanager
+    def _locked(self, *, write: bool) -> Iterator[QuackEngine | None]:
+        deadline = time.monotonic() + self.lock_timeout_s
+        if not self._thread_lock.acquire(timeout=self.lock_timeout_s):
+            raise StoreLockTimeout(f"{self.path}: waited {self.lock_timeout_s:.0f}s for the store (this process)")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                mode = (fcntl.LOCK_EX if write else fcntl.LOCK_SH) | fcntl.LOCK_NB
+                delay = 0.0005
+                while True:
+                    try:
+                        fcntl.flock(fd, mode)
+                        break
+                    except BlockingIOError:
+                        # a server that starts meanwhile holds the lock for its life: use it
+                        remote = self._server_engine()
+                        if remote is not None:
+                            yield remote
+                            return
+                        if time.monotonic() > deadline:
+                            raise StoreLockTimeout(
+                                f"{self.path}: another process held the store for over "
+                                f"{self.lock_timeout_s:.0f}s (lock file {self.lock_path})") from None
+                        time.sleep(delay)
+                        delay = min(delay * 2, 0.01)
+                try:
+                    yield None
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+        finally:
+            self._thread_lock.release()
+
+    def _check_file(self) -> None:
+        if self._checked:
+            return
+        if self.path.exists() and self.path.stat().st_size > 0:
+            with open(self.path, "rb") as fh:
+                header = fh.read(12)
+            if header[8:12] != _DUCKDB_MAGIC:
+                raise ForeignDatabaseError(
+                    f"{self.path} is not a DuckDB file (corrupt or foreign); refusing to use it, it was "
+                    "left untouched. Point FIBREFLOW_DB elsewhere or move the file away.")
+        self._checked = True
+
+    def _open(self, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+        self._check_file()
+        try:
+            con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.Error as exc:
+            if "lock" in str(exc).lower():
+                raise StoreError(f"{self.path}: held by a process that does not use fibreflow's lock: {exc}") from exc
+            raise ForeignDatabaseError(f"{self.path}: cannot open as DuckDB ({exc}); the file was left untouched") from exc
+        con.execute("SET TimeZone = 'UTC'")
+        return con
+
+    def close(self) -> None:
+        self._remote = None  # the server's engine is shared by the process's stores: left open
