@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,3 +71,26 @@ def pg_table(pg_dsn: str) -> Iterator[str]:
     yield name
     with psycopg.connect(pg_dsn, autocommit=True) as con:
         con.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+@pytest.fixture
+def own_tmpdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``$TMPDIR`` inside the test's tmp_path: what a run leaves there (the autopilot's deploy
+    checkouts of runs left awaiting go) goes with the test."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    return tmp
+
+
+@pytest.fixture
+def restored_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """load_settings puts .env values into os.environ: put it back as it was after the test."""
+    from fibreflow import config
+
+    saved = dict(os.environ)
+    monkeypatch.setattr(config, "_from_dotenv", {})
+    yield
+    os.environ.clear()
+    os.environ.update(saved)

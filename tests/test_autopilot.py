@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -69,12 +68,8 @@ def configure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., 
 
 
 @pytest.fixture(autouse=True)
-def _own_tmpdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Deploy checkouts (``$TMPDIR/fibreflow-autopilot/RUN``) of runs left awaiting go with the test."""
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
-    monkeypatch.setenv("TMPDIR", str(tmp))
-    monkeypatch.setattr(tempfile, "tempdir", None)
+def _own_tmpdir(own_tmpdir: Path) -> None:
+    """Runs left awaiting go keep their deploy checkouts in the test's own ``$TMPDIR``."""
 
 
 @pytest.fixture

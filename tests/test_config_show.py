@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,12 +14,8 @@ SECRETS = ("sk-ant-environment-secret-1", "xoxb-dotenv-secret-2", "https://hooks
 
 
 @pytest.fixture(autouse=True)
-def _restore_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    saved = dict(os.environ)
-    monkeypatch.setattr(config, "_from_dotenv", {})
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
+def _restore_environ(restored_environ: None) -> None:
+    """Each test gets the environment back as it was."""
 
 
 def line_of(path: Path, text: str) -> int:

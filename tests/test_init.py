@@ -22,13 +22,8 @@ from fibreflow.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)
-def _restore_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """load_settings puts .env values into os.environ: put it back as it was."""
-    saved = dict(os.environ)
-    monkeypatch.setattr(config, "_from_dotenv", {})
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
+def _restore_environ(restored_environ: None) -> None:
+    """Each test gets the environment back as it was."""
 
 
 KEY_LINE = re.compile(r"^( *)(# )?([a-z_][a-z0-9_]*):(.*)$")  # a setting (commented: the machine's own)

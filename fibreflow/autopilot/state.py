@@ -21,6 +21,7 @@ from typing import Any
 from fibreflow.clock import utc_now
 from fibreflow.errors import AutopilotError, ConfigError
 from fibreflow.store import Store
+from fibreflow.store.discovery import pid_alive
 
 STATES = ("running", "failed", "committed", "awaiting_approval", "deploying", "approved", "deployed",
           "deploy_blocked", "deploy_failed", "rejected")
@@ -63,19 +64,6 @@ class StepRow:
         return {"step": self.step, "feature_id": self.feature_id, "status": self.status, "try": self.try_no,
                 "error": self.error, "duration_s": None if self.duration_s is None else round(self.duration_s, 3),
                 "detail": self.detail}
-
-
-def pid_alive(pid: int | None) -> bool:
-    """Whether a process with this id runs on this machine."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class RunLog:

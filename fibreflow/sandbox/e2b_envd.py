@@ -55,6 +55,16 @@ def workspace_path(path: str) -> str:
     return full[len(HOME) + 1:]
 
 
+def served_sandbox(pool: SandboxPool, ctx: RequestContext[Any, Any]) -> ServedSandbox:
+    """The sandbox a request's ``E2b-Sandbox-Id`` header names; UNAVAILABLE as the cloud answers
+    for one that is gone."""
+    sandbox_id = ctx.request_headers.get(SANDBOX_HEADER, "")
+    try:
+        return pool.get(sandbox_id)
+    except SandboxGone as exc:
+        raise ConnectError(Code.UNAVAILABLE, f"The sandbox {sandbox_id} was not found") from exc
+
+
 @dataclass
 class RunningCommand:
     """A command of a sandbox while it runs: what ``List``, ``SendInput`` and ``SendSignal`` reach."""
@@ -74,11 +84,7 @@ class ProcessService(ProcessSync):
         self._lock = threading.Lock()
 
     def _served(self, ctx: RequestContext[Any, Any]) -> ServedSandbox:
-        sandbox_id = ctx.request_headers.get(SANDBOX_HEADER, "")
-        try:
-            return self.pool.get(sandbox_id)
-        except SandboxGone as exc:
-            raise ConnectError(Code.UNAVAILABLE, f"The sandbox {sandbox_id} was not found") from exc
+        return served_sandbox(self.pool, ctx)
 
     def start(self, request: pb.StartRequest, ctx: RequestContext[pb.StartRequest, pb.StartResponse]
               ) -> Iterator[pb.StartResponse]:
@@ -215,11 +221,7 @@ class FilesystemService(FilesystemSync):
         self.pool = pool
 
     def _served(self, ctx: RequestContext[Any, Any]) -> ServedSandbox:
-        sandbox_id = ctx.request_headers.get(SANDBOX_HEADER, "")
-        try:
-            return self.pool.get(sandbox_id)
-        except SandboxGone as exc:
-            raise ConnectError(Code.UNAVAILABLE, f"The sandbox {sandbox_id} was not found") from exc
+        return served_sandbox(self.pool, ctx)
 
     def _entry(self, served: ServedSandbox, path: str) -> fs_pb.EntryInfo:
         try:

@@ -57,8 +57,10 @@ def token_path(db: Path) -> Path:
     return db.with_name(db.name + TOKEN_SUFFIX)
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists (a zombie counts as gone)."""
+def pid_alive(pid: int | None) -> bool:
+    """Whether a process ``pid`` exists on this machine (a zombie counts as gone; None never)."""
+    if not pid:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

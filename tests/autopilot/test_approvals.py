@@ -13,7 +13,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -76,11 +75,8 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
 
 
 @pytest.fixture(autouse=True)
-def _own_tmpdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
-    monkeypatch.setenv("TMPDIR", str(tmp))
-    monkeypatch.setattr(tempfile, "tempdir", None)
+def _own_tmpdir(own_tmpdir: Path) -> None:
+    """Runs left awaiting go keep their deploy checkouts in the test's own ``$TMPDIR``."""
 
 
 @pytest.fixture
