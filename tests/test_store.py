@@ -176,3 +176,45 @@ def test_migrations_are_numbered_in_order_without_gaps() -> None:
     from fibreflow.store.schema import MIGRATIONS
 
     assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
+
+
+def _hold_reads(path: str, stop: str, done: str) -> None:
+    """Read with the store held ~0.1 s each time, back to back, until ``stop`` exists."""
+    import os
+    import time
+
+    s = Store(path, lock_timeout_s=60)
+    for _ in range(300):  # a bound, should the test die before it says stop
+        if os.path.exists(stop):
+            break
+        with s.connect() as con:
+            con.execute("SELECT count(*) FROM sla_checks").fetchone()
+            Path(done + ".reading").touch()
+            time.sleep(0.1)
+    Path(done).touch()
+
+
+def test_a_writer_gets_in_while_readers_keep_the_store_busy(store: Store, tmp_path: Path) -> None:
+    """Three readers that overlap always leave the shared lock held: a writer that waited for a
+    gap would wait until they stop. A waiting writer holds the gate, so it goes next."""
+    stop, done = tmp_path / "stop", tmp_path / "done"
+    ctx = mp.get_context("spawn")
+    readers = [ctx.Process(target=_hold_reads, args=(str(store.path), str(stop), f"{done}{i}")) for i in range(3)]
+    for p in readers:
+        p.start()
+    try:
+        for _ in range(1200):  # until all three read (processes that spawn take a moment)
+            if all(Path(f"{done}{i}.reading").exists() for i in range(3)):
+                break
+            threading.Event().wait(0.05)
+        assert all(p.is_alive() for p in readers)
+        writer = Store(store.path, lock_timeout_s=120)
+        writer.insert_rows("sla_checks", [_row("writer", 1)])
+        # the write went in while every reader was still reading, not after they stopped
+        assert not any(Path(f"{done}{i}").exists() for i in range(3))
+        assert writer.scalar("SELECT count(*) FROM sla_checks WHERE name = 'writer'") == 1
+    finally:
+        stop.touch()
+        for p in readers:
+            p.join(timeout=60)
+    assert all(Path(f"{done}{i}").exists() for i in range(3))

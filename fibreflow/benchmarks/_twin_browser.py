@@ -14,12 +14,32 @@ from typing import Any
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+# Several pages at once stand for several people, each looking at their own screen: no page is
+# a throttled background tab.
+VIEWER_ARGS = ["--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+               "--disable-backgrounding-occluded-windows"]
 
-# Every figure of the app drawn by plotly with at least one trace of data.
+# Page side: when each ``probe_<8 hex>`` name first appears in the Data infrastructure panel
+# (epoch ms, the clock the writer stamps its commits with).
+WATCH_PROBES = """() => {
+  window.__ffSeen = window.__ffSeen || {};
+  if (window.__ffWatch) return;
+  window.__ffWatch = setInterval(() => {
+    const text = document.querySelector('.ff-panel-infrastructure')?.textContent || '';
+    const now = Date.now();
+    for (const m of text.matchAll(/probe_[0-9a-f]{8}/g)) if (!(m[0] in window.__ffSeen)) window.__ffSeen[m[0]] = now;
+  }, 25);
+}"""
+
+# The five tab titles, and every figure of the built panels (the app's ``data-figures``, at least
+# ``n``) drawn by plotly with at least one trace of data.
 ALL_DRAWN = """n => {
+  const meta = document.querySelector('.ff-meta');
+  const want = Math.max(n, +(meta?.dataset.figures || 0));
+  if (!meta || document.querySelectorAll('.ff-twin .lm-TabBar-tab').length < 5) return false;
   const plots = [...document.querySelectorAll('.ff-twin .js-plotly-plot')];
   // a figure with no traces counts when it says so (layout.meta "empty": "no violations ...")
-  return plots.length >= n && plots.every(g => g._fullData && (g._fullData.length > 0 || g.layout.meta === 'empty'));
+  return plots.length >= want && plots.every(g => g._fullData && (g._fullData.length > 0 || g.layout.meta === 'empty'));
 }"""
 
 
@@ -117,25 +137,41 @@ class TwinServer:
         self._log.close()
 
 
-def launch(playwright: Any) -> Any:
-    """Debian's chromium, headless."""
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+def launch(playwright: Any, *, viewers: bool = False) -> Any:
+    """Debian's chromium, headless (``viewers``: pages in the background are not throttled)."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + (VIEWER_ARGS if viewers else []))
 
 
 def open_twin(browser: Any, url: str, *, timeout_s: float = 60.0) -> tuple[Any, dict[str, float]]:
-    """Open the twin and wait until every figure is drawn with data; returns the page and timings
-    (seconds from the request): ``html_s`` page answered, ``first_render_s`` all figures drawn."""
+    """Open the twin and wait for the first render: the five tab titles and every figure of the
+    panel on screen drawn with data. Returns the page and timings (seconds from the request):
+    ``html_s`` page answered, ``first_render_s`` first render; ``figures``: figures drawn."""
     page = browser.new_page(viewport={"width": 1500, "height": 1000})
     t0 = time.perf_counter()
     page.goto(url, timeout=timeout_s * 1000, wait_until="commit")
     html_s = time.perf_counter() - t0
-    page.wait_for_selector(".ff-meta", timeout=timeout_s * 1000)
-    figures = int(page.get_attribute(".ff-meta", "data-figures") or 0)
-    page.wait_for_function(ALL_DRAWN, arg=figures, timeout=timeout_s * 1000, polling=50)
+    page.wait_for_function(ALL_DRAWN, arg=1, timeout=timeout_s * 1000, polling=50)
     first_render_s = time.perf_counter() - t0
+    figures = int(page.get_attribute(".ff-meta", "data-figures") or 0)
     build = float(page.get_attribute(".ff-meta", "data-build-s") or 0)
     return page, {"html_s": round(html_s, 3), "first_render_s": round(first_render_s, 3),
                   "app_build_s": round(build, 3), "figures": figures}
+
+
+def open_tab(page: Any, title: str, css: str, *, timeout_s: float = 60.0) -> float:
+    """Click the tab called ``title`` (its panel's css name ``css``) and wait until its figures, and
+    those of every panel built before, are drawn with data; returns the seconds it took. A tab
+    opened for the first time is built then (``TwinApp`` builds tabs lazily)."""
+    before = int(page.get_attribute(".ff-meta", "data-figures") or 0)
+    built = page.locator(f".ff-panel-{css}").count() > 0
+    t0 = time.perf_counter()
+    page.locator(".lm-TabBar-tab", has_text=title).click()
+    if not built:
+        page.wait_for_function(f"() => +(document.querySelector('.ff-meta')?.dataset.figures || 0) > {before}",
+                               timeout=timeout_s * 1000, polling=50)
+    page.locator(f".ff-panel-{css}").wait_for(state="visible", timeout=timeout_s * 1000)
+    page.wait_for_function(ALL_DRAWN, arg=before + (0 if built else 1), timeout=timeout_s * 1000, polling=50)
+    return time.perf_counter() - t0
 
 
 def wait_for_text(page: Any, selector: str, text: str, *, timeout_s: float = 10.0) -> float:

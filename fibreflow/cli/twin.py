@@ -6,7 +6,9 @@ What keeps the first view fast (measured in docs/BENCHMARKS.md, ``fibreflow benc
 - a pre-heated kernel (``--preheat_kernel=True --pool_size=1``): the notebook has already run
   when the browser asks, so the page is served at once; the app needs nothing from the request;
 - plotly's widget bundle served once from Voila's labextensions path instead of inside every
-  ``FigureWidget`` (see ``fibreflow.twin.figure``).
+  ``FigureWidget`` (see ``fibreflow.twin.figure``);
+- JupyterLab extensions the app does not use left out of the page (``UNUSED_EXTENSIONS``);
+- tabs built when first opened (``TwinApp(lazy_tabs=True)``): the first page draws one panel.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import sys
 from pathlib import Path
 
 NOTEBOOK = "digital_twin.ipynb"
+#: JupyterLab extensions the app does not use; jupyterlab-plotly (plotly's mime renderer) alone
+#: makes every page evaluate a second 5 MB copy of plotly.js before the first widget shows.
+UNUSED_EXTENSIONS = ["jupyterlab-plotly", "jupyterlab_pygments"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,6 +57,7 @@ def voila_command(*, port: int = 8866, ip: str = "127.0.0.1", db: Path | None = 
     env["FIBREFLOW_DB"] = str((db or settings.db_path).resolve())
     argv = [sys.executable, "-m", "voila", str(notebook), f"--port={port}", f"--Voila.ip={ip}",
             "--show_tracebacks=True", f"--VoilaConfiguration.extra_labextensions_path={assets}"]
+    argv += [f"--VoilaConfiguration.extension_denylist={name}" for name in UNUSED_EXTENSIONS]
     if preheat:
         argv += ["--preheat_kernel=True", "--pool_size=1"]
     if not open_browser:

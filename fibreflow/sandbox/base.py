@@ -13,6 +13,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from fibreflow.store.discovery import COMPANION_SUFFIXES
+
 if TYPE_CHECKING:
     from fibreflow.store import StoreReader
 
@@ -39,8 +41,7 @@ def store_files(db_path: str | Path) -> list[Path]:
     """A store file and what DuckDB and fibreflow keep beside it (WAL, lock, temp directory, a
     store server's record and token file): what every backend keeps out of its sandboxes."""
     db = Path(db_path).expanduser().resolve()
-    return [db, *(db.with_name(db.name + suffix)
-                  for suffix in (".wal", ".lock", ".tmp", ".server.json", ".server.token"))]
+    return [db, *(db.with_name(db.name + suffix) for suffix in COMPANION_SUFFIXES)]
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from fibreflow.errors import StoreError
 TOKEN_ENV = "FIBREFLOW_STORE_TOKEN"
 RECORD_SUFFIX = ".server.json"
 TOKEN_SUFFIX = ".server.token"
-COMPANION_SUFFIXES = (".wal", ".lock", ".tmp", RECORD_SUFFIX, TOKEN_SUFFIX)
+COMPANION_SUFFIXES = (".wal", ".lock", ".lock.gate", ".tmp", RECORD_SUFFIX, TOKEN_SUFFIX)
 """What DuckDB and fibreflow keep beside a store file (sandboxes must see none of them)."""
 
 

@@ -131,6 +131,7 @@ class FileEngine:
         self.path = Path(path).expanduser().resolve()
         self.url = f"duckdb://{self.path}"
         self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.gate_path = self.path.with_name(self.path.name + ".lock.gate")  # see _locked
         self.lock_timeout_s = lock_timeout_s
         self._thread_lock = _process_lock(self.path)
         self._remote: QuackEngine | None = None
@@ -178,33 +179,47 @@ class FileEngine:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            gate = os.open(self.gate_path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                mode = (fcntl.LOCK_EX if write else fcntl.LOCK_SH) | fcntl.LOCK_NB
-                delay = 0.0005
-                while True:
+                # Writers first: a waiting writer holds the gate, so readers that come after it
+                # queue behind it instead of keeping the shared lock busy for ever.
+                remote = self._flock(gate, fcntl.LOCK_EX if write else fcntl.LOCK_SH, deadline)
+                if remote is None:
                     try:
-                        fcntl.flock(fd, mode)
-                        break
-                    except BlockingIOError:
-                        # a server that starts meanwhile holds the lock for its life: use it
-                        remote = self._server_engine()
-                        if remote is not None:
-                            yield remote
-                            return
-                        if time.monotonic() > deadline:
-                            raise StoreLockTimeout(
-                                f"{self.path}: another process held the store for over "
-                                f"{self.lock_timeout_s:.0f}s (lock file {self.lock_path})") from None
-                        time.sleep(delay)
-                        delay = min(delay * 2, 0.01)
+                        remote = self._flock(fd, fcntl.LOCK_EX if write else fcntl.LOCK_SH, deadline)
+                    finally:
+                        fcntl.flock(gate, fcntl.LOCK_UN)
+                if remote is not None:
+                    # a server that started meanwhile holds the lock for its life: use it
+                    yield remote
+                    return
                 try:
                     yield None
                 finally:
                     fcntl.flock(fd, fcntl.LOCK_UN)
             finally:
+                os.close(gate)
                 os.close(fd)
         finally:
             self._thread_lock.release()
+
+    def _flock(self, fd: int, mode: int, deadline: float) -> QuackEngine | None:
+        """Take ``mode`` on ``fd`` (None), or the engine of a server that started meanwhile."""
+        delay = 0.0005
+        while True:
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                return None
+            except BlockingIOError:
+                remote = self._server_engine()
+                if remote is not None:
+                    return remote
+                if time.monotonic() > deadline:
+                    raise StoreLockTimeout(
+                        f"{self.path}: another process held the store for over "
+                        f"{self.lock_timeout_s:.0f}s (lock file {self.lock_path})") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.01)
 
     def _check_file(self) -> None:
         if self._checked:

@@ -7,7 +7,7 @@ import plotly and ipywidgets themselves.
 
 Modules:
 
-- ``app``: ``TwinApp``, the filters, the five panels as tabs and live polling.
+- ``app``: ``TwinApp``, the filters, the five panels as tabs (built when first opened) and live polling.
 - ``base``: the filters, the store's change token and the ``Panel`` base class.
 - ``infrastructure``: SLA status by hour, sync latency against its threshold, violations.
 - ``topology``: orchestrator -> agents -> tools -> data sources; ``layout`` places its nodes.
@@ -16,6 +16,7 @@ Modules:
 - ``learning``: knowledge-base growth, success per iteration, top failure patterns.
 - ``simulation``: what-if controls over ``fibreflow.simulation``.
 - ``figure``: ``FigureWidget``s that load plotly.js once, updated in place.
+- ``shared``: ``SharedReads``, store reads shared by the dashboard kernels of one host.
 - ``sample_data``: a seeded history for the twin's tests and benchmark.
 """
 

@@ -48,16 +48,19 @@ class Filters(traitlets.HasTraits):
         return FilterState(self.days, self.run_id, self.agent)
 
 
-def store_token(store: Store) -> dict[str, tuple[Any, ...]]:
+def store_token(store: Store, *, con: duckdb.DuckDBPyConnection | None = None) -> dict[str, tuple[Any, ...]]:
     """Per table: row count, highest rowid and, for updated tables, a hash of their changing
-    columns. Cheap (one short read), and it changes whenever a row is written."""
-    with store.connect() as con:
-        tables = [r[0] for r in con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()]
-        parts = [f"SELECT '{t}', count(*), max(rowid), "
-                 + (f"bit_xor(hash({_MUTABLE[t]}))" if t in _MUTABLE else "NULL") + f" FROM {t}"
-                 for t in tables if t != "schema_version"]
-        rows = con.execute(" UNION ALL ".join(parts)).fetchall() if parts else []
+    columns. Cheap (one short read, on ``con`` when given), and it changes whenever a row is written."""
+    if con is None:
+        with store.connect() as own:
+            return store_token(store, con=own)
+    tables = [r[0] for r in con.execute(  # the store's own tables, whichever catalog the mode attaches
+        "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database() "
+        "AND table_schema = current_schema()").fetchall()]
+    parts = [f"SELECT '{t}', count(*), max(rowid), "
+             + (f"bit_xor(hash({_MUTABLE[t]}))" if t in _MUTABLE else "NULL") + f" FROM {t}"
+             for t in tables if t != "schema_version"]
+    rows = con.execute(" UNION ALL ".join(parts)).fetchall() if parts else []
     return {r[0]: tuple(r[1:]) for r in rows}
 
 
@@ -185,14 +188,17 @@ class Panel(widgets.VBox):
         self.apply(self.safe_load(state), key)
         return True
 
-    def safe_load(self, state: FilterState) -> Any:
+    def safe_load(self, state: FilterState, *, con: duckdb.DuckDBPyConnection | None = None) -> Any:
+        """``load`` over one connection (``con``, or one opened here); the exception it raised, if any."""
         try:
-            with self.store.connect() as con:
-                self.db = ReadSession(self.store, con)
-                try:
-                    return self.load(state)
-                finally:
-                    self.db = self.store
+            if con is None:
+                with self.store.connect() as own:
+                    return self.safe_load(state, con=own)
+            self.db = ReadSession(self.store, con)
+            try:
+                return self.load(state)
+            finally:
+                self.db = self.store
         except Exception as exc:  # shown in the panel: one bad query must not stop the dashboard
             return exc
 

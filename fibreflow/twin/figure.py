@@ -5,16 +5,21 @@ bundle, so every figure ships it again through the kernel, the Voila server and 
 (twelve figures: ~60 MB, 6 s in the kernel and 15 s to the first plot here). When
 ``fibreflow twin`` serves the app it puts the bundle on Voila's labextensions path and sets
 ``FIBREFLOW_TWIN_PLOTLY_URL``; figures then carry a 1 kB module that imports the bundle from
-that URL, which the browser fetches once. The module also redraws a figure when its container
+that URL, which the browser fetches once. The module answers anywidget at once and hands each
+model to plotly when the bundle has loaded: anywidget gives a model two seconds to initialize,
+and evaluating plotly.js on a busy machine takes longer (the model then failed and its figure
+stopped following the kernel). The module also redraws a figure when its container
 is resized or first shown: plotly sizes a figure to its container when drawn, and one drawn
-inside a hidden tab would otherwise keep plotly's 700 px default.
+inside a hidden tab would otherwise keep plotly's 700 px default. And it stops each view from
+sending plotly.js's computed defaults back to the kernel after every draw: nothing here reads
+them, and with many viewers each draw cost a diff in the browser and a message to handle in
+the kernel.
 
 Outside ``fibreflow twin`` (JupyterLab, papermill) figures are plain ``FigureWidget``s.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from pathlib import Path
@@ -27,22 +32,33 @@ ASSET_URL = f"voila/labextensions/{ASSET_DIR_NAME}/widgetbundle.js"
 _LOADER = """
 const cfg = JSON.parse(document.getElementById("jupyter-config-data")?.textContent || "{}");
 const url = new URL((cfg.baseUrl || "/") + "__URL__", window.location.href).href;
-const mod = await import(url);
-const proto = mod.FigureView.prototype;
-if (!proto.__fibreflowResize) {
-  proto.__fibreflowResize = true;
-  const perform = proto.perform_render;
-  proto.perform_render = function (...args) {
-    const out = perform.apply(this, args);
-    let width = 0;
-    new ResizeObserver(() => {
-      const w = this.el.offsetWidth;
-      if (w > 0 && w !== width) { width = w; this.autosizeFigure(); }
-    }).observe(this.el);
-    return out;
+const bundle = import(url).then((mod) => {
+  const proto = mod.FigureView.prototype;
+  if (!proto.__fibreflowResize) {
+    proto.__fibreflowResize = true;
+    const perform = proto.perform_render;
+    proto.perform_render = function (...args) {
+      const out = perform.apply(this, args);
+      let width = 0;
+      new ResizeObserver(() => {
+        const w = this.el.offsetWidth;
+        if (w > 0 && w !== width) { width = w; this.autosizeFigure(); }
+      }).observe(this.el);
+      return out;
+    };
+    proto._sendTraceDeltas = proto._sendLayoutDelta = function () {};
+  }
+  return mod;
+});
+export default () => {
+  let ready;
+  return {
+    initialize(ctx) {
+      ready = bundle.then((mod) => { const widget = mod.default(); widget.initialize(ctx); return widget; });
+    },
+    async render(ctx) { return (await ready).render(ctx); },
   };
-}
-export default mod.default;
+};
 """
 
 _classes: dict[str, type] = {}
@@ -93,9 +109,13 @@ def sync_figure(widget: Any, fig: Any) -> None:
         widget.layout.update({**dict.fromkeys(stale), **layout}, overwrite=True)
     # The update went to connected views as deltas; the full state is what a view made later
     # starts from (Voila's page connects after the kernel ran, a reload reconnects), and plotly
-    # refreshes it only when a figure is displayed on its own, not inside a container.
-    widget._widget_data = copy.deepcopy(widget._data)
-    widget._widget_layout = copy.deepcopy(widget._layout_obj._props)
+    # refreshes it only when a figure is displayed on its own, not inside a container. The state
+    # traits point at the figure's own data: assigning the same objects again sends nothing, so
+    # an update costs its deltas only (a copy, unequal to the last, resent the whole figure to
+    # every connected view and took ~0.1 s per figure to make), and a view made later still
+    # gets the current data.
+    widget._widget_data = widget._data
+    widget._widget_layout = widget._layout_obj._props
 
 
 def prepare_assets(directory: str | Path) -> Path:

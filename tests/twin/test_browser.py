@@ -26,7 +26,7 @@ ERRORS = ".jp-RenderedText[data-mime-type='application/vnd.jupyter.stderr'], .jp
 
 def test_the_five_panels_render_react_and_follow_the_store(filled: Store, tmp_path: Path) -> None:
     """On the seeded sample history (tests/twin/conftest.py): every panel, a control and a live row."""
-    from fibreflow.benchmarks._twin_browser import TwinServer, launch, open_twin, wait_for_text
+    from fibreflow.benchmarks._twin_browser import TwinServer, launch, open_tab, open_twin, wait_for_text
 
     REPORTS.mkdir(parents=True, exist_ok=True)
     store, twin_db = filled, filled.path
@@ -36,12 +36,15 @@ def test_the_five_panels_render_react_and_follow_the_store(filled: Store, tmp_pa
             page, timings = open_twin(browser, server.url, timeout_s=60)
             console_errors: list[str] = []
             page.on("pageerror", lambda exc: console_errors.append(str(exc)))
-            assert timings["figures"] >= 10
+            assert page.locator(".ff-twin .lm-TabBar-tab").all_text_contents() == [t for t, _ in PANELS]
+            drawn_first = page.locator(".ff-twin .js-plotly-plot").count()
+            assert drawn_first == timings["figures"] >= 3  # the first tab's figures, and no other tab's
             page.set_viewport_size({"width": 1500, "height": 2600})  # Voila scrolls inside: show whole panels
             for title, css in PANELS:
-                page.locator(".lm-TabBar-tab", has_text=title).click()
                 panel = page.locator(f".ff-panel-{css}")
-                panel.wait_for(state="visible")
+                if css != PANELS[0][1]:
+                    assert panel.count() == 0, f"{title} was built before it was opened"
+                open_tab(page, title, css)
                 plots = panel.locator(".js-plotly-plot")
                 assert plots.count() >= 1, title
                 drawn = plots.evaluate_all("ps => ps.map(g => [g._fullData ? g._fullData.length "
@@ -52,6 +55,9 @@ def test_the_five_panels_render_react_and_follow_the_store(filled: Store, tmp_pa
                 page.wait_for_timeout(300)  # let plotly finish its transitions before the picture
                 page.screenshot(path=str(REPORTS / f"{css}.png"), full_page=True)
             assert page.locator(ERRORS).count() == 0
+            loaded = page.evaluate("performance.getEntriesByType('resource').map(r => r.name)")
+            assert any("widgetbundle.js" in u for u in loaded)  # plotly.js once, from the shared bundle
+            assert not [u for u in loaded if "jupyterlab-plotly" in u]  # not a second copy for mime output
             assert "neon_to_convex_max_delay" in (page.text_content(".ff-panel-infrastructure") or "")
             assert "Traceback" not in (page.text_content("body") or "")
 
@@ -66,8 +72,11 @@ def test_the_five_panels_render_react_and_follow_the_store(filled: Store, tmp_pa
             assert cost.text_content() != before
             page.screenshot(path=str(REPORTS / "simulation-moved.png"), full_page=True)
 
+            assert int(page.get_attribute(".ff-meta", "data-figures") or 0) == \
+                page.locator(".ff-twin .js-plotly-plot").count() > drawn_first  # every tab's figures now
+
             # a row written to the store comes on screen (how fast: `fibreflow bench twin`)
-            page.locator(".lm-TabBar-tab", has_text="Data infrastructure").click()
+            open_tab(page, *PANELS[0])
             name = f"probe_{uuid.uuid4().hex[:8]}"
             store.insert_rows("sla_checks", [{"name": name, "check_type": "sync_lag", "value": 120.0,
                                               "threshold": 60.0, "status": "violation", "reason": "browser probe",

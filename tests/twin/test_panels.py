@@ -12,7 +12,7 @@ import pytest
 
 from fibreflow.store import Store
 from fibreflow.twin.app import TwinApp
-from fibreflow.twin.base import FilterState, store_token
+from fibreflow.twin.base import FilterState, Panel, store_token
 from fibreflow.twin.costs import CostPanel
 from fibreflow.twin.infrastructure import InfrastructurePanel
 from fibreflow.twin.sample_data import fill_sample_history
@@ -30,7 +30,8 @@ def _has_data(fig) -> bool:
 
 
 def test_every_panel_builds_its_figures_with_data(filled: Store) -> None:
-    app = TwinApp(filled, start=False)
+    app = TwinApp(filled, start=False, lazy_tabs=False)
+    assert len(app.built) == 5
     assert [p.title for p in app.panels] == TITLES
     assert list(app.tabs.titles) == TITLES
     for panel in app.panels:
@@ -84,7 +85,7 @@ def test_cost_panel_follows_a_new_model_call_in_place(filled: Store) -> None:
 
 
 def test_filters_apply_to_every_panel(filled: Store) -> None:
-    app = TwinApp(filled, start=False, days=30)
+    app = TwinApp(filled, start=False, days=30, lazy_tabs=False)  # every panel there before the filter moves
     run_id = filled.query_df("SELECT run_id FROM runs ORDER BY started_at LIMIT 1")["run_id"][0]
     run_cost = filled.scalar("SELECT sum(cost_usd) FROM llm_calls WHERE run_id = ?", [run_id])
     app.filters.agent = "tester"  # no polling task: the app re-renders at once
@@ -103,6 +104,28 @@ def test_filters_apply_to_every_panel(filled: Store) -> None:
     assert run_id in [v for _, v in app.run.options]
     app.range.value = 1.0  # the dropdown drives the filter
     assert app.filters.days == 1.0 and all(p.error == "" for p in app.panels)
+
+
+def test_a_tab_is_built_from_the_store_when_first_opened(filled: Store) -> None:
+    app = TwinApp(filled, start=False)
+    infra = app.built[0]
+    assert [p.title for p in app.built] == [TITLES[0]]  # only the tab on screen is built
+    assert f"data-figures='{len(infra.figures)}'" in app.status.value
+    assert not any(isinstance(w, Panel) for slot in app.slots[1:] for w in slot.children)
+    name = f"probe_{uuid.uuid4().hex[:8]}"
+    filled.insert_rows("llm_calls", [{"call_id": name, "agent": name, "tier": "opus", "model": "claude-opus-4-5",
+                                      "input_tokens": 1, "output_tokens": 1, "cost_usd": 1.0, "status": "ok",
+                                      "created_at": dt.datetime.now(dt.UTC)}])
+    app.tabs.selected_index = 2  # the browser opens "Cost attribution"
+    assert [p.title for p in app.built] == [TITLES[0], TITLES[2]]
+    costs = app.built[1]
+    assert app.slots[2].children == (costs,) and costs.error == ""
+    assert costs.figures and all(_has_data(f) for f in costs.figures.values())
+    assert name in list(costs.figures["by_agent"].data[0].y)  # read from the store when opened, not before
+    assert f"data-figures='{len(infra.figures) + len(costs.figures)}'" in app.status.value
+    app.tabs.selected_index = 0
+    app.tabs.selected_index = 2
+    assert app.built[1] is costs and app.built[0] is infra  # opened again: the same widgets
 
 
 def _agents(topology) -> list[dict]:
@@ -136,6 +159,29 @@ def test_polling_task_shows_a_written_row(filled: Store) -> None:
         app.stop()
         assert written.is_set()
         assert "probe_async" in panel.figures["heatmap"].data[0].y
+
+    asyncio.run(scenario())
+
+
+def test_an_idle_dashboard_leaves_the_store_alone_until_the_file_changes(filled: Store) -> None:
+    async def scenario() -> None:
+        app = TwinApp(filled, poll_interval_s=0.1, watch_interval_s=0.05)
+        await asyncio.sleep(0.5)  # the first polls read once, then the file stays as it was
+        reads = len(filled.wait_times_s)
+        await asyncio.sleep(1.5)  # fifteen poll intervals
+        idle_reads = len(filled.wait_times_s) - reads
+        revision = app.built[0].revision
+        filled.insert_rows("sla_checks", [{"name": "probe_idle", "status": "ok", "value": 1.0, "threshold": 9.0,
+                                           "checked_at": dt.datetime.now(dt.UTC)}])
+        writes = len(filled.wait_times_s)
+        for _ in range(3000):  # a hang guard, not a speed limit
+            if app.built[0].revision != revision:
+                break
+            await asyncio.sleep(0.02)
+        app.stop()
+        assert idle_reads == 0, f"{idle_reads} store reads while nothing was written"
+        assert len(filled.wait_times_s) > writes  # the write was noticed and read
+        assert "probe_idle" in app.built[0].figures["heatmap"].data[0].y
 
     asyncio.run(scenario())
 
