@@ -148,14 +148,20 @@ class TwinApp(widgets.VBox):
                     if key != panel._key or force:
                         loaded[i] = (panel.safe_load(state, con=con), key)
         self._filter_options(options)
+        changed += self._apply(loaded)
+        self._token = token
+        return changed
+
+    def _apply(self, loaded: dict[int, tuple[Any, Any]]) -> list[str]:
+        """Show each loaded panel's data (in the widgets' thread); their titles."""
+        titles = []
         for i, (data, key) in loaded.items():
             panel = self._panels[i]
             assert panel is not None
             panel.apply(data, key)
             self._rendered_at[i] = time.monotonic()
-            changed.append(panel.title)
-        self._token = token
-        return changed
+            titles.append(panel.title)
+        return titles
 
     async def refresh_async(self) -> list[str]:
         """``refresh`` for the polling task: one read in a worker thread, widget updates here."""
@@ -165,13 +171,7 @@ class TwinApp(widgets.VBox):
         token, options, loaded = await asyncio.to_thread(self._read_due, state, shown, seen)
         if options is not None:
             self._filter_options(options)
-        changed = []
-        for i, (data, key) in loaded.items():
-            panel = self._panels[i]
-            assert panel is not None
-            panel.apply(data, key)
-            self._rendered_at[i] = time.monotonic()
-            changed.append(panel.title)
+        changed = self._apply(loaded)
         self._behind = any(p._key != p.change_key(token, state) for p in self.built)
         if changed or token != self._token:
             self._token = token
