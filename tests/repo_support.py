@@ -1,7 +1,9 @@
-"""Git repositories for tests: a ``git`` runner with a fixed identity and ``make_repo``."""
+"""Git repositories for tests: a ``git`` runner with a fixed identity, ``make_repo`` and the
+demo repository with its one-feature list (``demo_repo_and_features``)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -29,3 +31,19 @@ def make_repo(path: Path, files: dict[str, str | bytes]) -> Path:
     git(path, "add", "-A")
     git(path, "commit", "-q", "-m", "initial")
     return path
+
+
+def write_demo_features(tmp_path: Path, **extra: object) -> Path:
+    """``tmp_path/features.json``: the demo feature, with ``extra`` fields."""
+    from fibreflow.models.scripts import DEMO_FEATURE
+
+    features = tmp_path / "features.json"
+    features.write_text(json.dumps([{**DEMO_FEATURE, **extra}], indent=1))
+    return features
+
+
+def demo_repo_and_features(tmp_path: Path, **extra: object) -> tuple[Path, Path]:
+    """The demo repository (``tmp_path/demo``) and its one-feature list."""
+    from fibreflow.models.scripts import write_demo_repo
+
+    return write_demo_repo(tmp_path / "demo"), write_demo_features(tmp_path, **extra)

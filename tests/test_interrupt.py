@@ -210,13 +210,6 @@ def _resume(tmp_path: Path, run_id: str) -> subprocess.CompletedProcess[str]:
                           cwd=tmp_path, env=os.environ.copy(), capture_output=True, text=True, timeout=300)
 
 
-@pytest.fixture
-def own_tmpdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    tmp = tmp_path / "tmp"
-    tmp.mkdir()
-    monkeypatch.setenv("TMPDIR", str(tmp))
-
-
 @pytest.mark.usefixtures("own_tmpdir")
 def test_sigint_stops_the_autopilots_build_and_the_run_resumes(tmp_path: Path, db: Store) -> None:
     marker = f"ffsleep{uuid.uuid4().hex[:10]}"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from repo_support import git, make_repo
+from repo_support import demo_repo_and_features, git, make_repo
 
 from fibreflow.agents import AttemptOutcome
 from fibreflow.agents.command import CommandAgent
@@ -230,15 +230,6 @@ def test_notebook_progress_widget_follows_events() -> None:
 REAL_LOOKING_KEY = "sk-ant-api03-" + "q7" * 40 + "-AAAAAAAA"
 
 
-def _demo(tmp_path: Path) -> tuple[Path, Path]:
-    """The demo repository and its one-feature list."""
-    from fibreflow.models.scripts import DEMO_FEATURE, write_demo_repo
-
-    features = tmp_path / "features.json"
-    features.write_text(json.dumps([DEMO_FEATURE]))
-    return write_demo_repo(tmp_path / "demo"), features
-
-
 def _config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **models: object) -> None:
     """A config file in force whose ``models`` section is ``models``."""
     config = tmp_path / "fibreflow.yaml"
@@ -255,7 +246,7 @@ def test_offline_build_sends_no_model_call_to_the_network(tmp_path: Path, monkey
     with socket.create_server(("127.0.0.1", 0)) as listener:  # records any connection in its backlog
         listener.setblocking(False)
         url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-        repo, features = _demo(tmp_path)
+        repo, features = demo_repo_and_features(tmp_path)
         _config(tmp_path, monkeypatch, base_url=url, timeout_s=2, max_retries=0)
         monkeypatch.setenv("ANTHROPIC_API_KEY", REAL_LOOKING_KEY)
         code = main(["build", str(features), "--repo", str(repo), "--agent", "claude", "--offline",
@@ -290,7 +281,7 @@ def test_agent_timeout_is_the_claude_attempts_deadline(store, tmp_path: Path, mo
 
     # a model that never answers; 10 s per try and 2 retries would hold each attempt ~30 s
     with ScriptedServer({"default": "too late"}, latency_s=1000) as server:
-        repo, features = _demo(tmp_path)
+        repo, features = demo_repo_and_features(tmp_path)
         _config(tmp_path, monkeypatch, base_url=server.base_url, timeout_s=10, max_retries=2, backoff_base_s=0.01)
         monkeypatch.setenv("ANTHROPIC_API_KEY", REAL_LOOKING_KEY)
         code = main(["build", str(features), "--repo", str(repo), "--agent", "claude", "--agent-timeout", "2",

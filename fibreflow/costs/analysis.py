@@ -122,13 +122,7 @@ def read_call_log(path: Path, pricing: Pricing, malformed: list[dict[str, Any]])
                     raise ValueError("invalid JSON: nested too deeply") from None
                 if not isinstance(obj, dict):
                     raise ValueError("a line must be one JSON object")
-                model = obj.get("model")
-                if not isinstance(model, str) or not model:
-                    raise ValueError("no model")
-                if not pricing.knows(model):
-                    raise ValueError(f"unknown model '{model}' (not in {pricing.path})")
-                if "timestamp" not in obj:
-                    raise ValueError("no timestamp")
+                model = _priced_model(obj, obj.get("model"), pricing, what="model")
                 agent = obj.get("agent")
                 if agent is not None and not isinstance(agent, str):
                     raise ValueError(f"agent must be text or null, got a JSON {type(agent).__name__}")
@@ -139,6 +133,18 @@ def read_call_log(path: Path, pricing: Pricing, malformed: list[dict[str, Any]])
                 malformed.append({"file": str(path), "line": number, "error": _short(str(exc))})
                 continue
             yield _Call(at, agent, model, usage, text)
+
+
+def _priced_model(obj: dict[str, Any], model: Any, pricing: Pricing, *, what: str) -> str:
+    """The call's model, if it is one the pricing file knows and the call has a timestamp; a
+    ValueError naming ``what`` (the model's field) otherwise."""
+    if not isinstance(model, str) or not model:
+        raise ValueError(f"no {what}")
+    if not pricing.knows(model):
+        raise ValueError(f"unknown model '{model}' (not in {pricing.path})")
+    if "timestamp" not in obj:
+        raise ValueError("no timestamp")
+    return model
 
 
 def _bounded_lines(handle: TextIO) -> Iterator[str | None]:

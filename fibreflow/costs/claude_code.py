@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fibreflow.costs.analysis import _bounded_lines, _Call, _parse_time, _short
+from fibreflow.costs.analysis import _bounded_lines, _Call, _parse_time, _priced_model, _short
 from fibreflow.errors import ConfigError
 from fibreflow.models.pricing import USAGE_FIELDS, Pricing, usage_tokens
 
@@ -135,12 +135,7 @@ def _assistant(obj: dict[str, Any], project: str, prompt: str | None, pricing: P
         return None
     if not isinstance(message, dict) or not isinstance(message.get("usage"), dict):
         raise ValueError("assistant line without message.usage")
-    if not isinstance(model, str) or not model:
-        raise ValueError("no message.model")
-    if not pricing.knows(model):
-        raise ValueError(f"unknown model '{model}' (not in {pricing.path})")
-    if "timestamp" not in obj:
-        raise ValueError("no timestamp")
+    model = _priced_model(obj, model, pricing, what="message.model")
     raw = message["usage"]
     usage: dict[str, Any] = dict(usage_tokens(raw))
     split = raw.get("cache_creation")

@@ -247,11 +247,8 @@ class LocalSandbox:
         with self._lock:
             self._check_open()
             full_env = self._env(env)
-            copy_mode = self.isolation == MODE_COPY
-            host_env = full_env if copy_mode else {"PATH": HOST_PATH, "LC_ALL": "C", MARKER_ENV: self.id}
-            proc = subprocess.Popen(self._argv(cmd, full_env), stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=host_env,
-                                    start_new_session=copy_mode)
+            proc = self._spawn(self._argv(cmd, full_env), full_env, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             self._proc = proc
             try:
                 yield proc
@@ -263,17 +260,23 @@ class LocalSandbox:
                 self._reap_leftovers(proc)
                 self.commands_run += 1
 
+    def _spawn(self, argv: list[str], env: dict[str, str], *, stdin: Any, stdout: Any,
+               stderr: Any) -> subprocess.Popen[bytes]:
+        """Start ``argv``. Isolated, the host side gets a bare environment (the command's own is
+        set inside); in copy mode the command runs on the host, in a session of its own."""
+        copy_mode = self.isolation == MODE_COPY
+        host_env = env if copy_mode else {"PATH": HOST_PATH, "LC_ALL": "C", MARKER_ENV: self.id}
+        return subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=host_env,
+                                start_new_session=copy_mode)
+
     def _run_locked(self, argv: list[str], env: dict[str, str], timeout: float) -> CommandResult:
         groups = self._cgroups
         oom0, refused0, cpu0 = groups.oom_kills(), groups.pids_refused(), groups.cpu_s()
         full0 = self._disk_full()
         out_path, err_path = self.dir / "stdout", self.dir / "stderr"
-        copy_mode = self.isolation == MODE_COPY
-        host_env = env if copy_mode else {"PATH": HOST_PATH, "LC_ALL": "C", MARKER_ENV: self.id}
         started = time.monotonic()
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=host_env,
-                                    start_new_session=copy_mode)
+            proc = self._spawn(argv, env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         self._proc = proc
         deadline = started + max(0.0, timeout)
 

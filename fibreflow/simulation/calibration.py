@@ -17,7 +17,7 @@ import numpy as np
 
 from fibreflow.config import TIERS, Settings, SimulationSettings, load_settings
 from fibreflow.errors import SimulationError
-from fibreflow.store import StoreReader
+from fibreflow.store import StoreReader, store_tables
 from fibreflow.yamlio import expand_env
 
 if TYPE_CHECKING:
@@ -178,7 +178,7 @@ class Calibration:
         start = end - dt.timedelta(days=days or sim.calibration_days)
         w = [start, end]
         with store.connect() as con:
-            tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+            tables = set(store_tables(con))
 
             def df(sql: str, params: list[Any], needs: tuple[str, ...]) -> Any:
                 if not set(needs) <= tables:

@@ -6,7 +6,7 @@ Modules:
   ``StoreReader`` (the reading half, which read-only code asks for), ``BatchWriter`` (rows from
   many threads, written in batches), ``open_store`` (the configured store, migrated) and
   ``add_open_hook`` (the housekeeping a command runs when it first opens the store, e.g.
-  marking crashed runs).
+  marking crashed runs) and ``store_tables`` (the tables of the store a connection is on).
 - ``engines``: the store modes behind ``Store``, chosen by the store URL (``open_engine``):
   ``FileEngine`` (the embedded DuckDB file behind a cross-process lock, or the store server that
   owns it), ``QuackEngine`` (a store server over DuckDB's Quack protocol); DuckLake is ``lake``.
@@ -24,6 +24,13 @@ Modules:
 
 from __future__ import annotations
 
-from fibreflow.store.connection import BatchWriter, Store, StoreReader, add_open_hook, open_store
+from fibreflow.store.connection import (
+    BatchWriter,
+    Store,
+    StoreReader,
+    add_open_hook,
+    open_store,
+    store_tables,
+)
 
-__all__ = ["BatchWriter", "Store", "StoreReader", "add_open_hook", "open_store"]
+__all__ = ["BatchWriter", "Store", "StoreReader", "add_open_hook", "open_store", "store_tables"]

@@ -79,12 +79,18 @@ def configured_url(settings: Settings | None = None) -> str:
     return settings.store.url or str(settings.db_path)
 
 
+def store_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The tables of the store ``con`` is on (its default catalog and schema, whichever the mode
+    attaches; never another attached catalog's)."""
+    return [r[0] for r in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database() "
+        "AND table_schema = current_schema() ORDER BY table_name").fetchall()]
+
+
 def apply_migrations(con: duckdb.DuckDBPyConnection, where: str, *, constraints: bool = True) -> int:
     """Create or upgrade the schema through ``con`` (default catalog: the store); returns the
     version now in force. ``where`` names the store in errors."""
-    tables = {r[0] for r in con.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database() "
-        "AND table_schema = current_schema()").fetchall()}
+    tables = set(store_tables(con))
     if "schema_version" not in tables:
         if tables:
             raise ForeignDatabaseError(

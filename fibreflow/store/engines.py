@@ -60,10 +60,14 @@ class StoreEngine(Protocol):
         ...
 
 
-def redact_url(url: str) -> str:
-    """``url`` fit for messages: passwords and tokens replaced by ``***``."""
-    url = re.sub(r"(?i)\b(password|token|secret)\s*=\s*('[^']*'|\S+)", r"\1=***", url)
-    return re.sub(r"(://[^/:@\s]+):[^@/\s]+@", r"\1:***@", url)
+_SECRET_KV = re.compile(r"(?i)\b((?:password|token|secret)\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s'\"]+)")
+_URL_PASSWORD = re.compile(r"(://[^/:@\s]+:)[^@/\s]+(@)")
+
+
+def redact_url(text: str) -> str:
+    """``text`` (a store URL, a libpq conninfo, or a message quoting one) fit for messages: every
+    ``password=`` / ``token=`` / ``secret=`` value and every URL's password replaced by ``***``."""
+    return _URL_PASSWORD.sub(r"\1***\2", _SECRET_KV.sub(r"\1***", text))
 
 
 def open_engine(url: str, *, settings: StoreSettings | None = None) -> StoreEngine:

@@ -4,7 +4,7 @@
 ``store.url`` is ``ducklake:postgres:<libpq conninfo>``, e.g.
 ``ducklake:postgres:dbname=fibreflow host=db.internal user=fibreflow``. A password belongs in
 ``PGPASSWORD`` or ``~/.pgpass``; one written into the conninfo still works but never appears in
-``url``, an error or a log line (``redact_conninfo``).
+``url``, an error or a log line (``redact_url``).
 
 One DuckDB instance per process attaches the lake once; every unit of work gets its own cursor
 (its own transaction) with the lake as the default catalog. DuckLake has no primary keys or unique
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 import time
 import zlib
@@ -35,6 +34,7 @@ import duckdb
 
 from fibreflow.config import StoreSettings
 from fibreflow.errors import StoreError, StoreLockTimeout, StoreUnreachable
+from fibreflow.store.engines import redact_url
 from fibreflow.store.extensions import load_extension
 
 LAKE_PREFIX = "ducklake:postgres:"
@@ -42,21 +42,14 @@ CATALOG = "fibreflow_lake"
 #: how often ``run`` tries a unit of work that lost a commit race
 COMMIT_RETRIES = 5
 _CONFLICT_MARKERS = ("transaction conflict", "failed to commit ducklake transaction")
-_PASSWORD_KV = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s'\"]+)", re.IGNORECASE)
-_PASSWORD_URI = re.compile(r"(postgres(?:ql)?://[^:/@\s]+:)([^@\s]+)(@)", re.IGNORECASE)
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-
-
-def redact_conninfo(text: str) -> str:
-    """``text`` with every password of a libpq conninfo (``password=...`` or a URI's) replaced."""
-    return _PASSWORD_URI.sub(r"\1***\3", _PASSWORD_KV.sub(r"\1***", text))
 
 
 def conninfo_of(url: str) -> str:
     """The libpq conninfo of a ``ducklake:postgres:`` URL (a StoreError for any other catalog)."""
     if not url.startswith(LAKE_PREFIX) or not url[len(LAKE_PREFIX):].strip():
-        raise StoreUnreachable(f"{redact_conninfo(url)}: a lake is ducklake:postgres:<libpq conninfo>, "
+        raise StoreUnreachable(f"{redact_url(url)}: a lake is ducklake:postgres:<libpq conninfo>, "
                          "e.g. ducklake:postgres:dbname=fibreflow host=127.0.0.1 (only a PostgreSQL catalog "
                          "takes several writers)")
     return url[len(LAKE_PREFIX):].strip()
@@ -118,7 +111,7 @@ class LakeEngine:
         (default: the configured ``store`` section): ``data_path``, ``lake_inline_rows``,
         ``lock_timeout_s``."""
         self._conninfo = conninfo_of(url)
-        self.url = redact_conninfo(url)
+        self.url = redact_url(url)
         if settings is None and (data_path is None or inline_rows is None or lock_timeout_s is None):
             from fibreflow.config import load_settings
 
@@ -148,7 +141,7 @@ class LakeEngine:
     # -- attach -------------------------------------------------------------------------
 
     def _scrub(self, text: str) -> str:
-        return redact_conninfo(text.replace(self._conninfo, redact_conninfo(self._conninfo)))
+        return redact_url(text.replace(self._conninfo, redact_url(self._conninfo)))
 
     def _database(self) -> duckdb.DuckDBPyConnection:
         if self._closed:
@@ -333,5 +326,4 @@ def compact_store(store: object, *, retention_s: float | None = None) -> Compact
     return lake.compact(retention_s=retention_s)
 
 
-__all__ = ["CATALOG", "CompactReport", "LakeEngine", "compact_store", "conninfo_of", "is_conflict", "lake_of",
-           "redact_conninfo"]
+__all__ = ["CATALOG", "CompactReport", "LakeEngine", "compact_store", "conninfo_of", "is_conflict", "lake_of"]

@@ -20,7 +20,7 @@ import ipywidgets as widgets
 import traitlets
 
 from fibreflow.errors import StoreError
-from fibreflow.store import Store, StoreReader
+from fibreflow.store import Store, StoreReader, store_tables
 from fibreflow.twin.figure import figure_widget, signature, sync_figure
 
 #: Tables whose rows are updated in place (not only appended); their token also hashes a status.
@@ -54,9 +54,7 @@ def store_token(store: Store, *, con: duckdb.DuckDBPyConnection | None = None) -
     if con is None:
         with store.connect() as own:
             return store_token(store, con=own)
-    tables = [r[0] for r in con.execute(  # the store's own tables, whichever catalog the mode attaches
-        "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database() "
-        "AND table_schema = current_schema()").fetchall()]
+    tables = store_tables(con)
     parts = [f"SELECT '{t}', count(*), max(rowid), "
              + (f"bit_xor(hash({_MUTABLE[t]}))" if t in _MUTABLE else "NULL") + f" FROM {t}"
              for t in tables if t != "schema_version"]

@@ -7,24 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
+from repo_support import demo_repo_and_features, write_demo_features
 from store_support import store_unchanged
 
 from fibreflow.cli import main
 from fibreflow.store import Store
-
-
-def _features(tmp_path: Path, **extra: object) -> Path:
-    from fibreflow.models.scripts import DEMO_FEATURE
-
-    features = tmp_path / "features.json"
-    features.write_text(json.dumps([{**DEMO_FEATURE, **extra}], indent=1))
-    return features
-
-
-def _demo(tmp_path: Path, **extra: object) -> tuple[Path, Path]:
-    from fibreflow.models.scripts import write_demo_repo
-
-    return write_demo_repo(tmp_path / "demo"), _features(tmp_path, **extra)
 
 
 def _build(repo: Path, features: Path, *extra: str) -> list[str]:
@@ -44,7 +31,7 @@ def _models(store: Store, run_id: str) -> set[str]:
 @pytest.mark.slow
 def test_model_override_by_tier_or_id_is_recorded_as_override(store, tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
-    repo, features = _demo(tmp_path)
+    repo, features = demo_repo_and_features(tmp_path)
     assert main(_build(repo, features, "--model", "opus")) == 0
     run = json.loads(capsys.readouterr().out)["run_id"]
     assert _attempts(store, run) == [("opus", "override")] and _models(store, run) == {"claude-opus-5-5"}
@@ -62,7 +49,7 @@ def test_model_override_by_tier_or_id_is_recorded_as_override(store, tmp_path: P
 @pytest.mark.slow
 def test_a_features_logical_agent_picks_its_tier_by_rule(store, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    repo, features = _demo(tmp_path, agent="vps-monitor")
+    repo, features = demo_repo_and_features(tmp_path, agent="vps-monitor")
     assert main(_build(repo, features)) == 0
     out = json.loads(capsys.readouterr().out)
     assert _attempts(store, out["run_id"]) == [("haiku", "agent rule: vps-monitor -> haiku")]
@@ -70,7 +57,7 @@ def test_a_features_logical_agent_picks_its_tier_by_rule(store, tmp_path: Path,
 
 
 def test_bad_controls_exit_2_naming_the_option_or_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    repo, features = _demo(tmp_path)
+    repo, features = demo_repo_and_features(tmp_path)
     db = tmp_path / "fibreflow.duckdb"
     main(["build", "warm up the store", "--repo", str(repo), "--agent-command", "true", "--no-progress"])
     capsys.readouterr()
@@ -81,7 +68,7 @@ def test_bad_controls_exit_2_naming_the_option_or_field(tmp_path: Path, capsys: 
         assert main(_build(repo, features, "--model", "opus", "--escalate")) == 2
         assert "--model or --escalate" in capsys.readouterr().err
 
-        features = _features(tmp_path, agent="no-such-bot")
+        features = write_demo_features(tmp_path, agent="no-such-bot")
         assert main(_build(repo, features)) == 2
         err = capsys.readouterr().err
         line = next(i for i, text in enumerate(features.read_text().splitlines(), 1) if '"agent"' in text)
@@ -91,7 +78,7 @@ def test_bad_controls_exit_2_naming_the_option_or_field(tmp_path: Path, capsys: 
         autopilot = ["build", "--autopilot", str(features), "--repo", str(repo), "--agent", "command",
                      "--agent-command", "true", "--no-deploy", "--no-progress"]
         assert main(autopilot) == 2 and "field 'agent'" in capsys.readouterr().err
-        features = _features(tmp_path)
+        features = write_demo_features(tmp_path)
         autopilot[2] = str(features)
         assert main([*autopilot, "--model", "gpt-5"]) == 2 and "--model 'gpt-5'" in capsys.readouterr().err
 

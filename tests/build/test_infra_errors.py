@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from repo_support import demo_repo_and_features
 
 from fibreflow.agents.claude import ClaudeAgent
 from fibreflow.build.features import FeatureList
@@ -19,18 +20,10 @@ from fibreflow.models.scripted import ScriptedServer
 KEY = "sk-ant-api03-" + "e4" * 40 + "-INFRA"
 
 
-def _demo(tmp_path: Path) -> tuple[Path, Path]:
-    from fibreflow.models.scripts import DEMO_FEATURE, write_demo_repo
-
-    features = tmp_path / "features.json"
-    features.write_text(json.dumps([DEMO_FEATURE]))
-    return write_demo_repo(tmp_path / "demo"), features
-
-
 @pytest.mark.slow
 def test_a_build_whose_every_attempt_hit_model_errors_exits_2_and_counts_them_apart(
         store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    repo, features = _demo(tmp_path)
+    repo, features = demo_repo_and_features(tmp_path)
     with ScriptedServer({"default": "Done.", "errors": [{"status": 529, "times": 1000}]}) as server:
         config = tmp_path / "fibreflow.yaml"
         config.write_text(json.dumps({"models": {"base_url": server.base_url, "max_retries": 1,
@@ -55,7 +48,7 @@ def test_a_build_whose_every_attempt_hit_model_errors_exits_2_and_counts_them_ap
 
 
 def test_a_refused_key_is_an_auth_error_and_is_not_retried(store, tmp_path: Path) -> None:
-    repo, features = _demo(tmp_path)
+    repo, features = demo_repo_and_features(tmp_path)
     with ScriptedServer({"default": "Done."}, api_key=KEY) as server:
         settings = Settings(models=ModelsSettings(base_url=server.base_url, max_retries=4, backoff_base_s=0.01))
         client = LLMClient(settings=settings, store=store, api_key="sk-ant-api03-refused-" + "z" * 40)
@@ -75,7 +68,7 @@ def test_a_refused_key_is_an_auth_error_and_is_not_retried(store, tmp_path: Path
 
 
 def test_a_failed_test_is_not_an_error(store, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    repo, features = _demo(tmp_path)
+    repo, features = demo_repo_and_features(tmp_path)
     code = main(["build", str(features), "--repo", str(repo), "--agent-command", "true", "--profile", "quick",
                  "--no-progress"])
     out = capsys.readouterr().out

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from repo_support import demo_repo_and_features
 from store_support import store_unchanged
 
 from fibreflow.build.preflight import preflight
@@ -22,14 +23,6 @@ def _config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **sections: object)
     config = tmp_path / "fibreflow.yaml"
     config.write_text(json.dumps(sections))  # JSON is YAML
     monkeypatch.setenv("FIBREFLOW_CONFIG", str(config))
-
-
-def _demo(tmp_path: Path) -> tuple[Path, Path]:
-    from fibreflow.models.scripts import DEMO_FEATURE, write_demo_repo
-
-    features = tmp_path / "features.json"
-    features.write_text(json.dumps([DEMO_FEATURE]))
-    return write_demo_repo(tmp_path / "demo"), features
 
 
 def test_models_api_answers_like_the_api_through_the_real_sdk() -> None:
@@ -67,7 +60,7 @@ def test_preflight_names_the_refused_key_and_the_missing_model(tmp_path: Path,
 
 def test_build_with_a_refused_key_exits_2_before_any_attempt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
-    repo, features = _demo(tmp_path)
+    repo, features = demo_repo_and_features(tmp_path)
     db = Path(tmp_path / "fibreflow.duckdb")
     main(["build", "warm up the store", "--repo", str(repo), "--agent-command", "true", "--no-progress"])
     capsys.readouterr()
@@ -127,7 +120,7 @@ def test_doctor_live_checks_slack_auth_and_the_e2b_key(tmp_path: Path, monkeypat
 
 def test_an_autopilot_run_is_preflighted_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    repo, features = _demo(tmp_path)
+    repo, features = demo_repo_and_features(tmp_path)
     with ScriptedServer({"default": "Done."}, api_key=KEY) as server:
         _config(tmp_path, monkeypatch, models={"base_url": server.base_url})
         monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-api03-refused-" + "w" * 40)

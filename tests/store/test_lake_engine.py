@@ -7,22 +7,15 @@ import re
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lake_support import Lake, new_lake
+from lake_support import Lake
 
 from fibreflow.errors import StoreError
-from fibreflow.store.lake import LakeEngine, redact_conninfo
+from fibreflow.store.engines import redact_url
+from fibreflow.store.lake import LakeEngine
 from fibreflow.store.schema import MIGRATIONS, migration_sql
-
-
-@pytest.fixture
-def lake(tmp_path: Path) -> Iterator[Lake]:
-    with new_lake(tmp_path) as made:
-        yield made
-
 
 WRITER = textwrap.dedent("""
     import sys
@@ -117,9 +110,9 @@ def test_a_lake_needs_a_postgres_catalog_and_a_data_path(tmp_path: Path) -> None
 
 
 def test_redaction_covers_both_conninfo_forms() -> None:
-    assert redact_conninfo("dbname=x password='a b' host=h") == "dbname=x password=*** host=h"
-    assert redact_conninfo('at "host=h password=pw": refused') == 'at "host=h password=***": refused'
-    assert redact_conninfo("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
+    assert redact_url("dbname=x password='a b' host=h") == "dbname=x password=*** host=h"
+    assert redact_url('at "host=h password=pw": refused') == 'at "host=h password=***": refused'
+    assert redact_url("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
 
 
 def test_every_migration_drops_what_a_lake_cannot_hold() -> None:

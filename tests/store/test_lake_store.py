@@ -5,12 +5,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from lake_support import Lake, new_lake
+from lake_support import Lake
 from repo_support import make_repo
 
 from fibreflow.agents.command import CommandAgent
@@ -31,12 +30,6 @@ from fibreflow.twin.base import store_token
 from fibreflow.twin.sample_data import fill_sample_history
 
 NOW = dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.UTC)
-
-
-@pytest.fixture
-def lake(tmp_path: Path) -> Iterator[Lake]:
-    with new_lake(tmp_path) as made:
-        yield made
 
 
 def _result(value: float, when: dt.datetime) -> CheckResult:

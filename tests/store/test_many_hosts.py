@@ -11,23 +11,16 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lake_support import Lake, new_lake
+from lake_support import Lake
 
 from fibreflow.store import Store
 from fibreflow.twin.base import FilterState
 from fibreflow.twin.topology import TopologyPanel
 
 pytestmark = pytest.mark.slow  # real `fibreflow build`, `sla watch` and `store serve` processes
-
-
-@pytest.fixture
-def lake(tmp_path: Path) -> Iterator[Lake]:
-    with new_lake(tmp_path) as made:
-        yield made
 
 
 def _host(root: Path, name: str, config: Path) -> dict[str, str]:

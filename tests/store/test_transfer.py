@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from lake_support import Lake, new_lake
+from lake_support import Lake
 from store_support import store_unchanged
 
 from fibreflow.cli import main
@@ -22,12 +21,6 @@ from fibreflow.store.transfer import TargetNotEmpty, copy_store
 from fibreflow.twin.sample_data import fill_sample_history
 
 NOW = dt.datetime(2026, 3, 2, 12, 0, tzinfo=dt.UTC)
-
-
-@pytest.fixture
-def lake(tmp_path: Path) -> Iterator[Lake]:
-    with new_lake(tmp_path) as made:
-        yield made
 
 
 @pytest.fixture
