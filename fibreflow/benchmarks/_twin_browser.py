@@ -19,16 +19,19 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 VIEWER_ARGS = ["--disable-background-timer-throttling", "--disable-renderer-backgrounding",
                "--disable-backgrounding-occluded-windows"]
 
-# Page side: when each ``probe_<8 hex>`` name first appears in the Data infrastructure panel
-# (epoch ms, the clock the writer stamps its commits with).
+# Page side: when each ``probe_<8 hex>`` name first appears in the Data infrastructure panel's
+# document (epoch ms, the clock the writer stamps its commits with), seen by a MutationObserver.
 WATCH_PROBES = """() => {
   window.__ffSeen = window.__ffSeen || {};
   if (window.__ffWatch) return;
-  window.__ffWatch = setInterval(() => {
-    const text = document.querySelector('.ff-panel-infrastructure')?.textContent || '';
+  const panel = document.querySelector('.ff-panel-infrastructure');
+  const scan = () => {
     const now = Date.now();
-    for (const m of text.matchAll(/probe_[0-9a-f]{8}/g)) if (!(m[0] in window.__ffSeen)) window.__ffSeen[m[0]] = now;
-  }, 25);
+    for (const m of (panel.textContent || '').matchAll(/probe_[0-9a-f]{8}/g)) if (!(m[0] in window.__ffSeen)) window.__ffSeen[m[0]] = now;
+  };
+  window.__ffWatch = new MutationObserver(scan);  // on every change of the panel, and nothing when idle
+  window.__ffWatch.observe(panel, { subtree: true, childList: true, characterData: true });
+  scan();
 }"""
 
 # The five tab titles, and every figure of the built panels (the app's ``data-figures``, at least

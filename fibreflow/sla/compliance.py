@@ -97,6 +97,7 @@ def status_by_hour(store: StoreReader, *, days: float = 30, now: dt.datetime | N
     ``worst_rank`` follows ``STATUS_RANK`` (ok < warn < error < violation).
     """
     start, end = _window(days, now)
+    start = start.replace(minute=0, second=0, microsecond=0) - dt.timedelta(microseconds=1)  # whole first hour
     where, params = _name_filter(names)
     df = store.query_df(
         "SELECT name, date_trunc('hour', checked_at) AS hour, count(*) AS checks,"
@@ -113,12 +114,19 @@ def values_over_time(store: StoreReader, *, days: float = 30, names: Sequence[st
                      now: dt.datetime | None = None, max_points: int = 500) -> pd.DataFrame:
     """Measured values per SLA in time buckets (at most ``max_points`` per SLA, never under a minute).
 
+    Buckets are whole multiples of their length since the epoch and the window starts on a bucket
+    edge, so a live view's data changes when a check arrives or a bucket fills, not each time
+    ``now`` moves.
+
     Columns: name, checked_at (bucket start), value (the bucket's worst, i.e. largest, value),
     threshold, warn_after, error_after (the bucket's last), checks. Peaks survive the
     downsampling, so a violation never disappears from the chart.
     """
     start, end = _window(days, now)
-    bucket_s = max(60, math.ceil((end - start).total_seconds() / max(1, max_points)))
+    bucket_s = max(60, math.ceil((end - start).total_seconds() / max(1, max_points - 1)))
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    start = epoch + dt.timedelta(seconds=(start - epoch).total_seconds() // bucket_s * bucket_s) \
+        - dt.timedelta(microseconds=1)  # checked_at > start: the first bucket whole
     where, params = _name_filter(names)
     return store.query_df(
         "SELECT name, time_bucket(to_seconds(?::BIGINT), checked_at, ?::TIMESTAMPTZ) AS checked_at,"
@@ -126,7 +134,7 @@ def values_over_time(store: StoreReader, *, days: float = 30, names: Sequence[st
         " arg_max(warn_after, checked_at) AS warn_after, arg_max(error_after, checked_at) AS error_after,"
         " count(*) AS checks"
         " FROM sla_checks WHERE checked_at > ? AND checked_at <= ?" + where +
-        " GROUP BY ALL ORDER BY name, checked_at", [bucket_s, start, start, end, *params])
+        " GROUP BY ALL ORDER BY name, checked_at", [bucket_s, epoch, start, end, *params])
 
 
 def violations(store: StoreReader, *, days: float = 30, now: dt.datetime | None = None,

@@ -118,7 +118,7 @@ class TwinApp(widgets.VBox):
         return [p for p in self._panels if p is not None]
 
     def _build(self, index: int, token: dict[str, Any], state: FilterState, con: Any) -> Panel:
-        panel = PANELS[index](self.store, filters=self.filters)
+        panel = PANELS[index](self.store, filters=self.filters, shared=self.shared)
         key = panel.change_key(token, state)
         panel.apply(self.shared.get(("panel", panel.css, key), functools.partial(panel.safe_load, state, con=con)), key)
         self._panels[index] = panel

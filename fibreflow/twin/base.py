@@ -9,8 +9,9 @@ both, only when the change token of the panel's tables or the filters differ fro
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import html
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -21,7 +22,8 @@ import traitlets
 
 from fibreflow.errors import StoreError
 from fibreflow.store import Store, StoreReader, store_tables
-from fibreflow.twin.figure import figure_widget, signature, sync_figure
+from fibreflow.twin.figure import figure_spec, figure_widget, is_live, sync_figure
+from fibreflow.twin.shared import SharedReads, fingerprint
 
 #: Tables whose rows are updated in place (not only appended); their token also hashes a status.
 _MUTABLE = {"runs": "status, ended_at", "features": "status, ended_at", "attempts": "status, ended_at",
@@ -136,13 +138,16 @@ class Panel(widgets.VBox):
     revision = traitlets.Int(0, help="how many times the panel re-rendered")
     error = traitlets.Unicode("", help="the last load or render error ('' when fine)")
 
-    def __init__(self, store: Store, *, filters: Filters | None = None, **kwargs: Any) -> None:
+    def __init__(self, store: Store, *, filters: Filters | None = None, shared: SharedReads | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.store = store
+        self.shared = shared or SharedReads(str(store.path), enabled=False)
         self.db: StoreReader = store  # what load() reads: one connection per load in safe_load
         self.filters = filters or Filters()
         self.figures: dict[str, Any] = {}
-        self._signatures: dict[str, str] = {}
+        self._inputs: dict[str, str] = {}
+        self._specs: dict[str, str] = {}
         self._key: Any = None
         self._error_line = widgets.HTML(layout=widgets.Layout(display="none"))
         self._error_line.add_class("ff-error")
@@ -158,13 +163,32 @@ class Panel(widgets.VBox):
             self.figures[name].add_class(f"ff-fig-{name}")
         return self.figures[name]
 
-    def show(self, name: str, fig: Any) -> bool:
-        """Update figure ``name`` in place to show ``fig``; False when nothing changed."""
-        sig = signature(fig)
-        if self._signatures.get(name) == sig:
+    def show(self, name: str, build: Callable[..., Any], *args: Any, **kwargs: Any) -> bool:
+        """Show ``build(*args, **kwargs)`` (a ``go.Figure``) in figure ``name``; False when
+        nothing changed. Nothing is built when the inputs are the ones shown last, and the kernels
+        of a host build each figure once (``build`` must be a module-level function: its inputs
+        are all it reads)."""
+        if getattr(build, "__closure__", None):
+            raise TypeError(f"{self.title}: figure {name!r} is built by a closure; pass what it reads as arguments")
+        inputs = fingerprint((build.__module__, build.__qualname__, args, kwargs))
+        widget = self.figure(name)
+        if self._inputs.get(name) == inputs:
             return False
-        sync_figure(self.figure(name), fig)
-        self._signatures[name] = sig
+        fig = None
+        if is_live(widget):
+            spec = self.shared.get(("figure", inputs), lambda: figure_spec(build(*args, **kwargs)))
+        else:
+            fig = build(*args, **kwargs)
+            spec = figure_spec(fig)
+        self._inputs[name] = inputs
+        digest = hashlib.sha256(spec.encode()).hexdigest()
+        if self._specs.get(name) == digest:
+            return False
+        if fig is None:
+            widget.spec = spec
+        else:
+            sync_figure(widget, fig)
+        self._specs[name] = digest
         return True
 
     def change_key(self, token: dict[str, tuple[Any, ...]], state: FilterState) -> Any:

@@ -76,7 +76,7 @@ class CostPanel(Panel):
         return {"calls": calls, "sandbox": sandbox, "span_days": span, "start": start, "end": end}
 
     def render(self, data: dict[str, Any]) -> None:
-        from fibreflow.costs.views import agent_figure, spend_split_figure, tier_figure
+        from fibreflow.costs.views import spend_split_figure, tier_figure
 
         self._data = data
         calls, sandbox = data["calls"], data["sandbox"]
@@ -91,19 +91,15 @@ class CostPanel(Panel):
             f"<b class='ff-projected-month'>${month:,.2f}</b> · all-Sonnet baseline ${baseline:,.2f}: "
             f"routing {'saved' if saved >= 0 else 'cost'} <b>${abs(saved):,.2f}</b>"
             + (f" ({saved / baseline:.0%})" if baseline else ""))
-        self.show("by_tier", tier_figure(_grouped(calls, "tier", order=("haiku", "sonnet", "opus", "other"))))
+        self.show("by_tier", tier_figure, _grouped(calls, "tier", order=("haiku", "sonnet", "opus", "other")))
         by_backend = (sandbox.groupby("backend", as_index=False)["est_cost_usd"].sum() if len(sandbox)
                       else pd.DataFrame({"backend": [], "est_cost_usd": []}))
-        self.show("spend", spend_split_figure(model_cost, by_backend, title="Model cost beside sandbox cost (USD)"))
-        by_agent = agent_figure(_grouped(calls, "agent"))
-        by_agent.update_layout(height=400)
-        self.show("by_agent", by_agent)
-        self.show("by_feature", _feature_figure(calls, sandbox))
+        self.show("spend", spend_split_figure, model_cost, by_backend, title="Model cost beside sandbox cost (USD)")
+        self.show("by_agent", _agent_figure, _grouped(calls, "agent"))
+        self.show("by_feature", _feature_figure, calls, sandbox)
         self._trend()
 
     def _trend(self) -> None:
-        from fibreflow.costs.views import timeline_figure
-
         if self._data is None:
             return
         data, period = self._data, self.period.value
@@ -119,9 +115,19 @@ class CostPanel(Panel):
         total = (timeline["total_cost_usd"].sum()) / data["span_days"]
         projection = pd.DataFrame({"kind": ["total"], "daily_average_usd": [total],
                                    "monthly_projection": [total * MONTH_DAYS]}) if period == "day" else None
-        fig = timeline_figure(timeline, projection, title=f"Cost per {period} (USD)")
-        fig.update_layout(height=400)
-        self.show("trend", fig)
+        self.show("trend", _trend_figure, timeline, projection, period)
+
+
+def _agent_figure(by_agent: pd.DataFrame) -> Any:
+    from fibreflow.costs.views import agent_figure
+
+    return agent_figure(by_agent).update_layout(height=400)
+
+
+def _trend_figure(timeline: pd.DataFrame, projection: pd.DataFrame | None, period: str) -> Any:
+    from fibreflow.costs.views import timeline_figure
+
+    return timeline_figure(timeline, projection, title=f"Cost per {period} (USD)").update_layout(height=400)
 
 
 def _grouped(calls: pd.DataFrame, key: str, *, order: tuple[str, ...] | None = None) -> pd.DataFrame:

@@ -47,19 +47,29 @@ class InfrastructurePanel(Panel):
                 "start": start, "end": end}
 
     def render(self, data: dict[str, Any]) -> None:
-        from fibreflow.sla.views import compliance_figure, status_heatmap, values_figure, violations_table
+        from fibreflow.sla.views import compliance_figure, status_heatmap
 
-        self.show("heatmap", status_heatmap(data["hours"]))
-        latency = values_figure(data["latency"], title="Sync latency, last 24 h, against the threshold (s)")
-        latency.update_layout(height=max(380, latency.layout.height or 0), legend={"orientation": "h"})
-        self.show("latency", latency)
-        table = violations_table(data["violations"], title="Current violations")
-        table.update_layout(height=max(380, (table.layout.height or 0) + 120))  # half width: headers wrap
-        self.show("violations", table)
-        self.show("compliance", compliance_figure(data["compliance"]))
+        self.show("heatmap", status_heatmap, data["hours"])
+        self.show("latency", _latency_figure, data["latency"])
+        self.show("violations", _violations_figure, data["violations"])
+        self.show("compliance", compliance_figure, data["compliance"])
         comp = data["compliance"]
         met = int(comp["met"].sum()) if not comp.empty else 0
         self.summary.value = (
             f"<b>{len(comp)}</b> SLAs between {data['start']:%Y-%m-%d %H:%M} and {data['end']:%Y-%m-%d %H:%M} "
             f"UTC: <b>{met}</b> meet their target, <b>{len(data['violations'])}</b> violated now, "
             f"{data['episodes']} violation episodes in the range")
+
+
+def _latency_figure(values: Any) -> Any:
+    from fibreflow.sla.views import values_figure
+
+    fig = values_figure(values, title="Sync latency, last 24 h, against the threshold (s)")
+    return fig.update_layout(height=max(380, fig.layout.height or 0), legend={"orientation": "h"})
+
+
+def _violations_figure(current: Any) -> Any:
+    from fibreflow.sla.views import violations_table
+
+    fig = violations_table(current, title="Current violations")
+    return fig.update_layout(height=max(380, (fig.layout.height or 0) + 120))  # half width: headers wrap

@@ -32,8 +32,8 @@ class LearningPanel(Panel):
         return load_learning_data(self.store, start=start, end=end, agent=state.agent, run_id=state.run_id)
 
     def render(self, data: dict[str, Any]) -> None:
-        self.show("growth", views.growth_figure(data["first_seen"], data["failures"], data["start"]))
-        self.show("iterations", views.iterations_figure(data["iterations"]))
-        self.show("patterns", views.patterns_figure(data["patterns"]))
+        self.show("growth", views.growth_figure, data["first_seen"], data["failures"], data["start"])
+        self.show("iterations", views.iterations_figure, data["iterations"])
+        self.show("patterns", views.patterns_figure, data["patterns"])
         self.suggestions.value = html_list("What to fix next", data["suggestions"],
                                            empty="no failures recorded in this range")

@@ -8,11 +8,14 @@ this user, or sharing is off) under a key of what was read: the change token und
 file's (mtime, size) and its WAL's, a panel's data under the panel, the tokens of its tables
 and the filters. The first kernel to want a key reads the store and writes the result; the
 others wait on that key's lock file and load it. Results older than ``max_age_s`` are removed.
-A read that raised is not shared.
+A read that raised is not shared. Panels share their figures' JSON the same way, under the
+``fingerprint`` of what each was built from (``Panel.show``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import fcntl
 import hashlib
 import os
@@ -25,6 +28,45 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
+_SCALARS = (str, int, float, bool, type(None), dt.datetime, dt.date, dt.timedelta)
+
+
+def fingerprint(value: Any) -> str:
+    """A digest of ``value`` (frames, series, containers, scalars, dataclasses; anything else by
+    its pickle) equal for equal contents, in this process and in another kernel of the host."""
+    digest = hashlib.sha256()
+    _feed(digest, value)
+    return digest.hexdigest()[:32]
+
+
+def _feed(digest: Any, value: Any) -> None:
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(value, pd.DataFrame | pd.Series):
+        frame = value.to_frame() if isinstance(value, pd.Series) else value
+        digest.update(repr((type(value).__name__, list(frame.columns), [str(t) for t in frame.dtypes],
+                            frame.shape)).encode())
+        try:
+            digest.update(pd.util.hash_pandas_object(value, index=True).to_numpy().tobytes())
+        except TypeError:  # unhashable cells (lists, dicts)
+            digest.update(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+    elif isinstance(value, list | tuple):
+        digest.update(f"{type(value).__name__}{len(value)}[".encode())
+        for item in value:
+            _feed(digest, item)
+    elif isinstance(value, dict):
+        digest.update(f"dict{len(value)}{{".encode())
+        for key, item in value.items():
+            _feed(digest, key)
+            _feed(digest, item)
+    elif isinstance(value, (*_SCALARS, np.generic, pd.Timestamp)):
+        digest.update(f"{type(value).__name__}:{value!r}\0".encode())
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        digest.update(type(value).__qualname__.encode())
+        _feed(digest, {f.name: getattr(value, f.name) for f in dataclasses.fields(value)})
+    else:
+        digest.update(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 class SharedReads:

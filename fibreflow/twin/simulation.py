@@ -121,9 +121,9 @@ class SimulationPanel(Panel):
                                             impact="attempt success rate")
         self.cards["capacity"].value = _card(capacity, "cost in the last month of the horizon")
         if added is not None:
-            self.show("limits", _limits_figure(added))
-        self.show("routing", _routing_figure(routing))
-        self.show("capacity", _capacity_figure(capacity, cal))
+            self.show("limits", _limits_figure, added)
+        self.show("routing", _routing_figure, routing)
+        self.show("capacity", _capacity_figure, capacity, cal)
 
 
 def _card(result: Any, note: str, *, impact: str = "data SLA compliance") -> str:

@@ -66,7 +66,7 @@ class TopologyPanel(Panel):
         nodes, edges = _graph(data)
         layers = {n: LAYERS.index(v["layer"]) for n, v in nodes.items()}
         self._positions = spring_layout(list(nodes), edges, layers=layers, previous=self._positions)
-        self.show("graph", _figure(nodes, edges, self._positions))
+        self.show("graph", _figure, nodes, edges, self._positions)
         agents = sorted((v for v in nodes.values() if v["layer"] == "agent"), key=lambda v: -v["calls"])
         self.busiest.value = html_list("Most-called agents", [
             f"{v['label']}: {v['calls']:,} calls, {v['attempts']:,} attempts, ${v['cost']:,.2f}"

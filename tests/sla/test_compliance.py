@@ -6,6 +6,7 @@ import datetime as dt
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from fibreflow.errors import ConfigError, StoreError
@@ -168,3 +169,15 @@ def test_cli_without_config_reports_the_slas_checked_and_fails_on_a_miss(
     assert main(["sla", "compliance"]) == 1
     out = capsys.readouterr().out
     assert "images_fresh" in out and "MISSED" in out and "overspent 10.0x" in out and "50%" in out
+
+
+def test_values_over_time_buckets_hold_still_while_now_moves(store: Store) -> None:
+    """Buckets are whole multiples of their length since the epoch: a live view redraws when a
+    check arrives or a bucket fills, not every time the clock moves."""
+    store.insert_rows("sla_checks", [_row("a", "ok", minutes_ago=m, value=float(m)) for m in range(1, 600, 7)])
+    first = values_over_time(store, days=1, now=NOW, max_points=50)
+    bucket_s = (first["checked_at"].iloc[1] - first["checked_at"].iloc[0]).total_seconds()
+    assert all(ts.timestamp() % bucket_s == 0 for ts in first["checked_at"])
+    later = values_over_time(store, days=1, now=NOW + dt.timedelta(seconds=20), max_points=50)
+    pd.testing.assert_frame_equal(first, later)
+    assert len(first) <= 50

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -12,7 +13,7 @@ import duckdb
 import pytest
 
 from fibreflow.config import load_settings
-from fibreflow.errors import StoreUnreachable
+from fibreflow.errors import StoreError, StoreUnreachable
 from fibreflow.store import Store
 from fibreflow.store.engines import FileEngine, open_engine
 from fibreflow.store.extensions import ExtensionError, extension_path, load_extension
@@ -124,3 +125,20 @@ def test_rows_without_an_id_get_increasing_ids_from_their_writer(store: Store) -
     rows = store.query_df("SELECT id, name FROM sla_checks ORDER BY id")
     assert rows["id"].notna().all() and rows["id"].is_unique
     assert list(rows["name"]) == [f"n{i}" for i in range(6)]
+
+
+def test_a_file_unit_holds_the_file_only_while_it_runs(tmp_path: Path) -> None:
+    """The file is attached per unit of work: between units another process opens it (even to
+    write), a read inside a read shares the unit, and a write inside a read is refused."""
+    store = Store(tmp_path / "unit.duckdb")
+    store.migrate()
+    with store.connect() as outer:
+        with store.connect() as inner:  # same thread, same unit: no second lock, no second attach
+            assert inner.execute("SELECT count(*) FROM runs").fetchone() == (0,)
+        assert outer.execute("SELECT current_database()").fetchone()[0].startswith("fibreflow_")
+        with pytest.raises(StoreError, match="a write was asked for inside a read"), store.connect(write=True):
+            pass
+    script = ("import duckdb, sys; c = duckdb.connect(sys.argv[1]); "
+              "c.execute('CREATE TABLE written_between_units AS SELECT 42 AS x'); c.close()")
+    subprocess.run([sys.executable, "-c", script, str(store.path)], check=True, timeout=60)
+    assert store.scalar("SELECT x FROM written_between_units") == 42

@@ -56,7 +56,8 @@ def test_the_five_panels_render_react_and_follow_the_store(filled: Store, tmp_pa
                 page.screenshot(path=str(REPORTS / f"{css}.png"), full_page=True)
             assert page.locator(ERRORS).count() == 0
             loaded = page.evaluate("performance.getEntriesByType('resource').map(r => r.name)")
-            assert any("widgetbundle.js" in u for u in loaded)  # plotly.js once, from the shared bundle
+            assert sum("plotly.min.js" in u for u in loaded) == 1  # plotly.js once for the page
+            assert not [u for u in loaded if "widgetbundle.js" in u]  # and not plotly's widget bundle beside it
             assert not [u for u in loaded if "jupyterlab-plotly" in u]  # not a second copy for mime output
             assert "neon_to_convex_max_delay" in (page.text_content(".ff-panel-infrastructure") or "")
             assert "Traceback" not in (page.text_content("body") or "")

@@ -20,7 +20,7 @@ def test_serves_the_notebook_on_localhost_with_a_preheated_kernel(tmp_path: Path
     assert "--VoilaConfiguration.extension_denylist=jupyterlab-plotly" in argv  # a second plotly.js per page
     assert env["FIBREFLOW_DB"] == str((tmp_path / "x.duckdb").resolve())
     assert env[ASSET_ENV] == ASSET_URL
-    bundle = tmp_path / "state" / "twin" / "labextensions" / "fibreflow-twin" / "widgetbundle.js"
+    bundle = tmp_path / "state" / "twin" / "labextensions" / "fibreflow-twin" / "plotly.min.js"
     assert bundle.is_file() and not bundle.is_symlink() and bundle.stat().st_size > 1_000_000
     argv, _ = voila_command(ip="0.0.0.0", port=9000, preheat=False, open_browser=False, state_dir=tmp_path)
     assert "--Voila.ip=0.0.0.0" in argv and "--port=9000" in argv and "--no-browser" in argv
