@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fibreflow"
 # so the graph between units has no cycle. docs/ARCHITECTURE.md draws the same order.
 LAYERS: list[set[str]] = [
     {"errors"},
-    {"yamlio", "clock"},
+    {"yamlio", "clock", "redaction"},
     {"config"},
     {"store", "reporting", "testing"},
     {"models", "sandbox"},
@@ -30,7 +30,7 @@ LAYERS: list[set[str]] = [
     {"cli"},
 ]
 RANK = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
-FOUNDATIONS = {"__init__", "config", "errors", "yamlio", "clock"}
+FOUNDATIONS = {"__init__", "config", "errors", "yamlio", "clock", "redaction"}
 
 
 def unit_of(module: str) -> str | None:

@@ -23,11 +23,11 @@ from urllib.parse import urlsplit
 
 from fibreflow.config import SECRET_ENV_VARS, Settings
 from fibreflow.errors import AlertDeliveryError, MissingEnvError
+from fibreflow.redaction import redact_url
 from fibreflow.yamlio import env_refs, expand_env
 
 NO_SLACK_CONFIG = "no Slack webhook or bot token configured (set SLACK_WEBHOOK_URL or SLACK_BOT_TOKEN)"
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+@", re.I)
 _SLACK_TOKEN = re.compile(r"\bxox[a-z]-[A-Za-z0-9-]+")
 _SLACK_HOOK = re.compile(r"(hooks\.slack\.com/(?:services|workflows|triggers)/)\S+")
 
@@ -48,7 +48,7 @@ def scrub(text: str, *, extra: tuple[str, ...] = ()) -> str:
     secrets = [os.environ.get(name, "") for name in SECRET_ENV_VARS] + list(extra)
     for secret in sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True):
         text = text.replace(secret, "***")
-    text = _URL_PASSWORD.sub(r"\1***@", text)
+    text = redact_url(text)
     text = _SLACK_TOKEN.sub("xox?-***", text)
     return _SLACK_HOOK.sub(r"\1***", text)
 

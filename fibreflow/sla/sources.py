@@ -27,24 +27,13 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from fibreflow.errors import CheckError
+from fibreflow.redaction import redact_url
 
 SQL_SCHEMES = ("postgresql://", "duckdb:///", "sqlite:///")
 _MS_EPOCH_ABOVE = 1e11
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (safe for reasons and logs)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def to_utc(value: Any, *, what: str = "value") -> dt.datetime:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Protocol
 import duckdb
 
 from fibreflow.errors import ForeignDatabaseError, StoreError, StoreLockTimeout, StoreUnreachable
+from fibreflow.redaction import redact_url
 from fibreflow.store.discovery import TOKEN_ENV, ServerRecord, find_server
 from fibreflow.store.quack import QuackEngine, shared_engine
 
@@ -60,16 +61,6 @@ class StoreEngine(Protocol):
     def close(self) -> None:
         """Release what the engine holds (client databases, attachments)."""
         ...
-
-
-_SECRET_KV = re.compile(r"(?i)\b((?:password|token|secret)\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s'\"]+)")
-_URL_PASSWORD = re.compile(r"(://[^/:@\s]+:)[^@/\s]+(@)")
-
-
-def redact_url(text: str) -> str:
-    """``text`` (a store URL, a libpq conninfo, or a message quoting one) fit for messages: every
-    ``password=`` / ``token=`` / ``secret=`` value and every URL's password replaced by ``***``."""
-    return _URL_PASSWORD.sub(r"\1***\2", _SECRET_KV.sub(r"\1***", text))
 
 
 def open_engine(url: str, *, settings: StoreSettings | None = None) -> StoreEngine:

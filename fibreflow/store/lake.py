@@ -34,7 +34,7 @@ import duckdb
 
 from fibreflow.config import StoreSettings
 from fibreflow.errors import StoreError, StoreLockTimeout, StoreUnreachable
-from fibreflow.store.engines import redact_url
+from fibreflow.redaction import redact_url
 from fibreflow.store.extensions import load_extension
 
 LAKE_PREFIX = "ducklake:postgres:"

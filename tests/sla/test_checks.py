@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from fibreflow.errors import CheckError, MissingEnvError
+from fibreflow.redaction import redact_url
 from fibreflow.sla.checks import (
     CHECK_PARAMS,
     CHECK_TYPES,
@@ -33,7 +34,7 @@ from fibreflow.sla.checks import (
     sync_lag,
 )
 from fibreflow.sla.localdata import LocalHTTPSource
-from fibreflow.sla.sources import redact_url, to_utc
+from fibreflow.sla.sources import to_utc
 
 UTC = dt.UTC
 

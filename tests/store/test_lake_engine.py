@@ -13,7 +13,7 @@ import pytest
 from lake_support import Lake
 
 from fibreflow.errors import StoreError
-from fibreflow.store.engines import redact_url
+from fibreflow.redaction import redact_url
 from fibreflow.store.lake import LakeEngine
 from fibreflow.store.schema import MIGRATIONS, migration_sql
 
