@@ -22,6 +22,7 @@ NOTEBOOK = "digital_twin.ipynb"
 #: JupyterLab extensions the app does not use; jupyterlab-plotly (plotly's mime renderer) alone
 #: makes every page evaluate a second 5 MB copy of plotly.js before the first widget shows.
 UNUSED_EXTENSIONS = ["jupyterlab-plotly", "jupyterlab_pygments"]
+IOPUB_TIMEOUT_S = 60
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -56,7 +57,10 @@ def voila_command(*, port: int = 8866, ip: str = "127.0.0.1", db: Path | None = 
     env[ASSET_ENV] = ASSET_URL
     env["FIBREFLOW_DB"] = str((db or settings.db_path).resolve())
     argv = [sys.executable, "-m", "voila", str(notebook), f"--port={port}", f"--Voila.ip={ip}",
-            "--show_tracebacks=True", f"--VoilaConfiguration.extra_labextensions_path={assets}"]
+            "--show_tracebacks=True", f"--VoilaConfiguration.extra_labextensions_path={assets}",
+            # nbclient gives a cell's output 4 s after its reply; with many pages starting kernels
+            # at once on a small machine it came later, and the page stayed empty for good
+            f"--VoilaExecutor.iopub_timeout={IOPUB_TIMEOUT_S}"]
     argv += [f"--VoilaConfiguration.extension_denylist={name}" for name in UNUSED_EXTENSIONS]
     if preheat:
         argv += ["--preheat_kernel=True", "--pool_size=1"]

@@ -17,6 +17,7 @@ def test_serves_the_notebook_on_localhost_with_a_preheated_kernel(tmp_path: Path
     assert argv[1:3] == ["-m", "voila"] and argv[3].endswith("notebooks/digital_twin.ipynb")
     assert "--Voila.ip=127.0.0.1" in argv and "--port=8866" in argv
     assert {"--preheat_kernel=True", "--pool_size=1"} <= set(argv)
+    assert "--VoilaExecutor.iopub_timeout=60" in argv  # a page's output that comes late still comes
     assert "--VoilaConfiguration.extension_denylist=jupyterlab-plotly" in argv  # a second plotly.js per page
     assert env["FIBREFLOW_DB"] == str((tmp_path / "x.duckdb").resolve())
     assert env[ASSET_ENV] == ASSET_URL
