@@ -33,6 +33,16 @@ COMPLIANCE_COLUMNS = [
     "compliance", "target", "met", "error_budget_left", "burn_rate",
 ]
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _bucket_edge(start: dt.datetime, bucket_s: float) -> dt.datetime:
+    """For ``checked_at > edge``: ``start`` moved back to the edge of its bucket (buckets are whole
+    multiples of ``bucket_s`` since the epoch), so the first bucket is whole and holds still while
+    ``now`` moves within it."""
+    seconds = (start - _EPOCH).total_seconds() // bucket_s * bucket_s
+    return _EPOCH + dt.timedelta(seconds=seconds) - dt.timedelta(microseconds=1)
+
 
 def _window(days: float, now: dt.datetime | None) -> tuple[dt.datetime, dt.datetime]:
     if days <= 0:
@@ -97,7 +107,7 @@ def status_by_hour(store: StoreReader, *, days: float = 30, now: dt.datetime | N
     ``worst_rank`` follows ``STATUS_RANK`` (ok < warn < error < violation).
     """
     start, end = _window(days, now)
-    start = start.replace(minute=0, second=0, microsecond=0) - dt.timedelta(microseconds=1)  # whole first hour
+    start = _bucket_edge(start, 3600)
     where, params = _name_filter(names)
     df = store.query_df(
         "SELECT name, date_trunc('hour', checked_at) AS hour, count(*) AS checks,"
@@ -124,9 +134,7 @@ def values_over_time(store: StoreReader, *, days: float = 30, names: Sequence[st
     """
     start, end = _window(days, now)
     bucket_s = max(60, math.ceil((end - start).total_seconds() / max(1, max_points - 1)))
-    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-    start = epoch + dt.timedelta(seconds=(start - epoch).total_seconds() // bucket_s * bucket_s) \
-        - dt.timedelta(microseconds=1)  # checked_at > start: the first bucket whole
+    start = _bucket_edge(start, bucket_s)
     where, params = _name_filter(names)
     return store.query_df(
         "SELECT name, time_bucket(to_seconds(?::BIGINT), checked_at, ?::TIMESTAMPTZ) AS checked_at,"
@@ -134,7 +142,7 @@ def values_over_time(store: StoreReader, *, days: float = 30, names: Sequence[st
         " arg_max(warn_after, checked_at) AS warn_after, arg_max(error_after, checked_at) AS error_after,"
         " count(*) AS checks"
         " FROM sla_checks WHERE checked_at > ? AND checked_at <= ?" + where +
-        " GROUP BY ALL ORDER BY name, checked_at", [bucket_s, epoch, start, end, *params])
+        " GROUP BY ALL ORDER BY name, checked_at", [bucket_s, _EPOCH, start, end, *params])
 
 
 def violations(store: StoreReader, *, days: float = 30, now: dt.datetime | None = None,

@@ -174,8 +174,8 @@ class Panel(widgets.VBox):
         widget = self.figure(name)
         if self._inputs.get(name) == inputs:
             return False
-        fig = None
-        if is_live(widget):
+        live = is_live(widget)  # a LiveFigure takes the JSON, which one kernel of the host builds
+        if live:
             spec = self.shared.get(("figure", inputs), lambda: figure_spec(build(*args, **kwargs)))
         else:
             fig = build(*args, **kwargs)
@@ -184,7 +184,7 @@ class Panel(widgets.VBox):
         digest = hashlib.sha256(spec.encode()).hexdigest()
         if self._specs.get(name) == digest:
             return False
-        if fig is None:
+        if live:
             widget.spec = spec
         else:
             sync_figure(widget, fig)

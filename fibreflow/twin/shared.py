@@ -27,6 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+import numpy as np
+import pandas as pd
+
 T = TypeVar("T")
 _SCALARS = (str, int, float, bool, type(None), dt.datetime, dt.date, dt.timedelta)
 
@@ -40,9 +43,6 @@ def fingerprint(value: Any) -> str:
 
 
 def _feed(digest: Any, value: Any) -> None:
-    import numpy as np
-    import pandas as pd
-
     if isinstance(value, pd.DataFrame | pd.Series):
         frame = value.to_frame() if isinstance(value, pd.Series) else value
         digest.update(repr((type(value).__name__, list(frame.columns), [str(t) for t in frame.dtypes],
